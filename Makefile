@@ -1,0 +1,58 @@
+# Tally: everything a fresh machine needs, from the project's own files.
+#   make test   installs everything, starts the local stack, runs the tests, stops the stack
+#   make demo   installs everything, starts the local stack and runs the platform end to end
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+TALLY := $(VENV)/bin/tally
+export TALLY_STATE_DIR ?= $(CURDIR)/.tally
+PYTEST_ARGS ?=
+
+.PHONY: setup venv jars system-deps stack-up stack-down stack-status test unit-test demo bench clean
+
+setup: system-deps venv jars
+
+system-deps:
+	@bash infra/install-system-deps.sh
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q -e ".[test,bench]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+jars:
+	@mvn -q -B -f infra/pom.xml package
+
+stack-up: setup
+	$(TALLY) stack up
+
+stack-down:
+	-$(TALLY) stack down
+
+stack-status:
+	$(TALLY) stack status
+
+# Unit tests only: no stack needed.
+unit-test: setup
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# The whole suite against the real stack; the stack is stopped again even when tests fail.
+test: setup
+	@$(TALLY) stack up && \
+	  { $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; $(TALLY) stack down; exit $$rc; } || \
+	  { rc=$$?; $(TALLY) stack down; exit $$rc; }
+
+demo: stack-up
+	$(TALLY) demo
+
+bench: stack-up
+	$(PY) bench/ingest.py
+
+clean: stack-down
+	rm -rf $(TALLY_STATE_DIR) infra/lib $(VENV)

@@ -1,0 +1,380 @@
+"""The typed configuration of a Tally installation.
+
+One object, :class:`TallyConfig`, built from defaults, then an optional TOML file, then
+``TALLY_*`` environment variables (``TALLY_STATE_DIR``, ``TALLY_KAFKA__TOPIC``: section and key
+joined by a double underscore). It is validated when it is built: unknown keys, wrong types and
+out-of-range values are rejected with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+from tally.errors import ConfigError
+
+DEFAULT_EVENT_TYPES = ("view", "like", "dislike", "share", "comment")
+ENV_PREFIX = "TALLY_"
+# Environment variables that carry no config key.
+ENV_NOT_KEYS = frozenset({"TALLY_CONFIG"})
+
+
+def _host_port(value: str, key: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{key}: must be host:port, got {value!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    section: ClassVar[str] = "kafka"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    controller_port: int = 9093
+    topic: str = "tally.events"
+    dlq_topic: str = "tally.events.dlq"
+    partitions: int = 6
+    heap_mb: int = 512
+    # Largest message the local broker accepts; larger poison pills are refused at the producer.
+    max_message_bytes: int = 4 * 1024 * 1024
+    request_timeout_ms: int = 15000
+    delivery_timeout_ms: int = 60000
+    linger_ms: int = 20
+    batch_size: int = 256 * 1024
+    compression: str = "lz4"
+
+    def validate(self) -> None:
+        _host_port(self.bootstrap_servers.split(",")[0], "kafka.bootstrap_servers")
+        _positive(self, "controller_port", "partitions", "heap_mb", "max_message_bytes",
+                  "request_timeout_ms", "delivery_timeout_ms", "batch_size")
+        if self.linger_ms < 0:
+            raise ConfigError("kafka.linger_ms: must be >= 0")
+        if self.compression not in ("none", "gzip", "lz4", "zstd", "snappy"):
+            raise ConfigError("kafka.compression: must be one of none, gzip, lz4, zstd, snappy")
+        if self.topic == self.dlq_topic:
+            raise ConfigError("kafka.dlq_topic: must differ from kafka.topic")
+
+    @property
+    def broker_host_port(self) -> tuple[str, int]:
+        return _host_port(self.bootstrap_servers.split(",")[0], "kafka.bootstrap_servers")
+
+
+@dataclass(frozen=True)
+class HBaseConfig:
+    section: ClassVar[str] = "hbase"
+    host: str = "127.0.0.1"
+    port: int = 9090  # the Thrift v1 server
+    zookeeper_port: int = 2181
+    table_prefix: str = "tally"
+    salt_buckets: int = 16
+    # Speed views live this long after they were written; must exceed batch.max_lag_days.
+    speed_ttl_days: int = 7
+    heap_mb: int = 1024
+    thrift_heap_mb: int = 256
+    timeout_ms: int = 10000
+    pool_size: int = 4
+
+    def validate(self) -> None:
+        _positive(self, "port", "zookeeper_port", "speed_ttl_days", "heap_mb",
+                  "thrift_heap_mb", "timeout_ms", "pool_size")
+        if not 1 <= self.salt_buckets <= 256:
+            raise ConfigError("hbase.salt_buckets: must be between 1 and 256")
+        if not self.table_prefix.replace("_", "").isalnum():
+            raise ConfigError("hbase.table_prefix: must be letters, digits and '_'")
+
+    @property
+    def speed_table(self) -> str:
+        return f"{self.table_prefix}_speed"
+
+    @property
+    def meta_table(self) -> str:
+        return f"{self.table_prefix}_meta"
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    section: ClassVar[str] = "lake"
+    # Empty means file://<state_dir>/lake.
+    uri: str = ""
+    s3_endpoint: str = "http://127.0.0.1:5000"
+    s3_region: str = "us-east-1"
+    # Empty: the default AWS credential chain (environment, profile, instance role).
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    # The bucket `stack up` creates on the local S3 endpoint.
+    bucket: str = "tally-lake"
+
+    def validate(self) -> None:
+        if self.uri and not self.uri.startswith(("file://", "s3://", "s3a://")):
+            raise ConfigError("lake.uri: must start with file://, s3:// or s3a://")
+        if self.s3_endpoint and not self.s3_endpoint.startswith(("http://", "https://")):
+            raise ConfigError("lake.s3_endpoint: must be an http:// or https:// URL")
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    section: ClassVar[str] = "events"
+    types: tuple[str, ...] = DEFAULT_EVENT_TYPES
+    # An event more than this far after the receiving clock is rejected.
+    max_future_ms: int = 3_600_000
+
+    def validate(self) -> None:
+        if not self.types:
+            raise ConfigError("events.types: must name at least one event type")
+        for t in self.types:
+            if not t or len(t) > 64 or not all(c.isascii() and (c.isalnum() or c in "_-") for c in t):
+                raise ConfigError(f"events.types: {t!r} must be 1-64 chars of [A-Za-z0-9_-]")
+        if len(set(self.types)) != len(self.types):
+            raise ConfigError("events.types: must not repeat a type")
+        _positive(self, "max_future_ms")
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    section: ClassVar[str] = "spark"
+    master: str = "local[*]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+    log_level: str = "WARN"
+
+    def validate(self) -> None:
+        _positive(self, "shuffle_partitions")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    section: ClassVar[str] = "stream"
+    trigger: str = "2 seconds"
+    archive_trigger: str = "60 seconds"
+    watermark: str = "10 minutes"
+    # 0 means no cap per trigger (see the catch-up hazard in the README).
+    max_offsets_per_trigger: int = 0
+
+    def validate(self) -> None:
+        if self.max_offsets_per_trigger < 0:
+            raise ConfigError("stream.max_offsets_per_trigger: must be >= 0")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    section: ClassVar[str] = "batch"
+    # Empty: the earliest day with raw data.
+    horizon_start: str = ""
+    max_lag_days: int = 3
+    keep_versions: int = 5
+
+    def validate(self) -> None:
+        _positive(self, "max_lag_days", "keep_versions")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    section: ClassVar[str] = "serve"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 2
+    api_keys: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        _positive(self, "port", "workers")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    section: ClassVar[str] = "stack"
+    # Where `mvn -f infra/pom.xml package` puts the jars; empty: infra/lib of this checkout.
+    lib_dir: str = ""
+    # Seconds `stack up` waits for each part to answer a real request.
+    start_timeout_s: int = 180
+    stop_timeout_s: int = 30
+
+    def validate(self) -> None:
+        _positive(self, "start_timeout_s", "stop_timeout_s")
+
+
+@dataclass(frozen=True)
+class TallyConfig:
+    state_dir: str = ".tally"
+    stack: StackConfig = field(default_factory=StackConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    hbase: HBaseConfig = field(default_factory=HBaseConfig)
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate()
+        if self.hbase.speed_ttl_days <= self.batch.max_lag_days:
+            raise ConfigError(
+                "hbase.speed_ttl_days: must be longer than batch.max_lag_days, so that no bucket "
+                "after the batch horizon has already expired from the speed views")
+
+    # Derived locations ---------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir).expanduser().resolve()
+
+    @property
+    def lake_uri(self) -> str:
+        if self.lake.uri:
+            return self.lake.uri.rstrip("/")
+        return (self.state_path / "lake").as_uri()
+
+    def replace(self, **changes: Any) -> "TallyConfig":
+        """A copy with top-level keys or ``section={...}`` dicts of keys changed, re-validated."""
+        data = to_dict(self)
+        for key, value in changes.items():
+            if isinstance(value, Mapping):
+                data.setdefault(key, {}).update(value)
+            else:
+                data[key] = value
+        return from_dict(data)
+
+
+def _positive(section: Any, *names: str) -> None:
+    for name in names:
+        if getattr(section, name) <= 0:
+            raise ConfigError(f"{section.section}.{name}: must be > 0")
+
+
+def _coerce(value: Any, typ: Any, key: str, from_env: bool) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if from_env and isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: must be a boolean")
+    if typ is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{key}: must be an integer, got {value!r}") from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: must be an integer")
+    if typ is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: must be a number, got {value!r}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: must be a number")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: must be a string")
+    if origin is tuple:
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(f"{key}: must be a list of strings")
+    raise ConfigError(f"{key}: unsupported type {typ!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, from_env: Mapping[str, bool]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}{key}"
+            raise ConfigError(f"{where}: unknown config key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        key = f"{prefix}{f.name}"
+        typ = hints[f.name]
+        value = data[f.name]
+        if dataclasses.is_dataclass(typ):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: must be a table of keys")
+            kwargs[f.name] = _build(typ, value, f"{key}.", from_env)
+        else:
+            kwargs[f.name] = _coerce(value, typ, key, from_env.get(key, False))
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any], env_keys: Mapping[str, bool] | None = None) -> TallyConfig:
+    cfg = _build(TallyConfig, data, "", env_keys or {})
+    cfg.validate()
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else (
+            list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, bool]]:
+    data: dict[str, Any] = {}
+    marks: dict[str, bool] = {}
+    sections = {f.name for f in dataclasses.fields(TallyConfig)
+                if dataclasses.is_dataclass(typing.get_type_hints(TallyConfig)[f.name])}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        if "__" in rest:
+            section, key = rest.split("__", 1)
+            if section not in sections:
+                raise ConfigError(f"{name}: unknown config section {section!r}")
+            data.setdefault(section, {})[key] = value
+            marks[f"{section}.{key}"] = True
+        else:
+            data[rest] = value
+            marks[rest] = True
+    return data, marks
+
+
+def load_config(path: str | os.PathLike | None = None,
+                environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> TallyConfig:
+    """Defaults, then the TOML file (``path`` or ``$TALLY_CONFIG``), then ``TALLY_*``, then
+    ``overrides`` (what command-line flags such as ``--state-dir`` set)."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    path = path or environ.get("TALLY_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"--config: no such file: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+    env, marks = _env_overrides(environ)
+    for key, value in env.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping):
+            data.setdefault(key, {}).update(value)
+        elif value is not None:
+            data[key] = value
+    return from_dict(data, marks)

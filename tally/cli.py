@@ -1,0 +1,136 @@
+"""The ``tally`` command line (CONTRACTS.md section 4).
+
+Every command takes ``--config FILE`` (TOML; ``TALLY_*`` environment variables override it) and
+``--state-dir``; a failure prints one clear line on stderr and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+from schemas.config import TallyConfig, load_config
+from tally import __version__, log
+from tally.errors import TallyError
+
+Handler = Callable[[argparse.Namespace, TallyConfig], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+    return register
+
+
+# stack ------------------------------------------------------------------------------------------
+
+@command("stack")
+def cmd_stack(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from tally.stack import Stack, status_json
+
+    stack = Stack(cfg)
+    if args.action == "up":
+        log.progress(f"stack up: state directory {cfg.state_path}")
+        stack.up()
+        return 0
+    if args.action == "down":
+        stopped = stack.down()
+        log.progress(f"stack down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
+        if "s3" in stopped:
+            log.progress("note: the local S3 endpoint (moto) keeps data in memory only; "
+                         "what was stored on it is gone. The file:// lake is kept.")
+        return 0
+    status = stack.status()
+    if args.json:
+        print(status_json(status))
+    else:
+        for p in status.values():
+            mark = "healthy" if p["healthy"] else "UNHEALTHY"
+            pid = p["pid"] if p["pid"] else "-"
+            print(f"{p['part']:<13} {mark:<9} pid={pid:<7} {p['endpoint']:<32} {p['detail']}")
+    return 0 if all(p["healthy"] for p in status.values()) else 1
+
+
+# generate ---------------------------------------------------------------------------------------
+
+@command("generate")
+def cmd_generate(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from tally.generator import GeneratorOptions, run_generate
+
+    opts = GeneratorOptions(
+        events=args.events, videos=args.videos, start=args.start, days=args.days, seed=args.seed,
+        late=args.late, duplicates=args.duplicates, invalid=args.invalid,
+        watermark_ms=args.watermark_ms)
+    summary = run_generate(cfg, opts, truth=args.truth, out=args.out, kafka=args.kafka,
+                           rate=args.rate, topic=args.topic)
+    print(json.dumps(summary, indent=2) if args.json else _summary_line(summary))
+    return 0
+
+
+def _summary_line(s: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in s.items())
+
+
+# parser -----------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML config file (TALLY_* environment variables override)")
+    common.add_argument("--state-dir", help="state directory (default .tally, or TALLY_STATE_DIR)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    p = argparse.ArgumentParser(prog="tally", parents=[common],
+                                description="Tally: exact and fresh event counts.")
+    p.add_argument("--version", action="version", version=f"tally {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    st = sub.add_parser("stack", parents=[common], help="start, stop or inspect the local stack")
+    st.add_argument("action", choices=["up", "down", "status"])
+    st.add_argument("--json", action="store_true", help="status as JSON")
+
+    g = sub.add_parser("generate", parents=[common],
+                       help="synthetic traffic with its exact ground truth")
+    g.add_argument("--events", type=int, required=True, help="number of valid distinct events")
+    g.add_argument("--videos", type=int, required=True)
+    g.add_argument("--start", required=True, help="first UTC day or instant (RFC 3339 or YYYY-MM-DD)")
+    g.add_argument("--days", type=int, default=1)
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--late", type=float, default=0.0, help="fraction sent deliberately late")
+    g.add_argument("--duplicates", type=float, default=0.0, help="fraction re-sent (retries)")
+    g.add_argument("--invalid", type=float, default=0.0, help="fraction of invalid records added")
+    g.add_argument("--watermark-ms", type=int, default=None,
+                   help="the speed layer's watermark delay late events are sent behind "
+                        "(default: stream.watermark of the config)")
+    g.add_argument("--truth", help="write the exact expected counts as Parquet")
+    dest = g.add_mutually_exclusive_group()
+    dest.add_argument("--out", help="write JSON lines in sending order")
+    dest.add_argument("--kafka", action="store_true", help="send to Kafka through the producer")
+    g.add_argument("--rate", type=float, default=0.0, help="events/s when sending (0: as fast as possible)")
+    g.add_argument("--topic", help="topic to send to (default kafka.topic)")
+    g.add_argument("--json", action="store_true", help="summary as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = "WARNING" if args.verbose == 0 else ("INFO" if args.verbose == 1 else "DEBUG")
+    log.setup(level, quiet=args.quiet)
+    try:
+        cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
+        return COMMANDS[args.command](args, cfg)
+    except TallyError as exc:
+        print(f"tally {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tally {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

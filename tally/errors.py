@@ -1,0 +1,58 @@
+"""One exception hierarchy for Tally.
+
+Every error the platform raises on purpose derives from :class:`TallyError`. Errors that a caller
+may retry (a broker briefly away, a timeout) are marked ``retriable = True``, as kafka-python does
+in its ``errors.py``; the CLI prints any ``TallyError`` as one clear line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class TallyError(Exception):
+    """Base of every error Tally raises on purpose."""
+
+    retriable = False
+
+
+class ConfigError(TallyError):
+    """The configuration is invalid: an unknown key, a wrong type, a value out of range."""
+
+
+class ValidationError(TallyError):
+    """An event breaks the contract. ``field`` and ``rule`` name what was broken."""
+
+    def __init__(self, field: str, rule: str):
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")  # the form of schemas.event.reason()
+
+
+class StackError(TallyError):
+    """A part of the local stack could not be started, stopped or reached."""
+
+
+class PortInUseError(StackError):
+    """A port the stack needs is held by another process."""
+
+
+class DependencyError(TallyError):
+    """A backend (Kafka, HBase, the lake) cannot be reached right now."""
+
+    retriable = True
+
+    def __init__(self, dependency: str, message: str):
+        self.dependency = dependency
+        super().__init__(f"{dependency}: {message}")
+
+
+class ProducerError(TallyError):
+    """One or more events were not acknowledged by Kafka."""
+
+    def __init__(self, message: str, failures: list | None = None, retriable: bool = False):
+        self.failures = failures or []
+        self.retriable = retriable
+        super().__init__(message)
+
+
+class GeneratorError(TallyError):
+    """The traffic generator was asked for something it cannot produce."""

@@ -1,0 +1,152 @@
+"""The one way events are written to Kafka: a small client over kafka-python.
+
+``acks='all'``, idempotence on, batching (``linger_ms``, ``batch_size``), compression, bounded
+retries with backoff and timeouts. Events are validated against the contract before they are
+sent (:meth:`TallyProducer.send_event`); :meth:`send_raw` writes bytes as they are, for traffic
+that is invalid on purpose (tests, the generator's ``--invalid``).
+
+Every send ends in an acknowledgement or a reported error, none silently: failures are collected
+by the delivery callbacks and :meth:`flush` / :meth:`close` raise :class:`ProducerError` naming
+them. The message key is the ``video_id``, so all events of a video land in one partition.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Mapping
+
+from schemas.config import TallyConfig
+from schemas.event import EventValidator, to_json
+from tally import log
+from tally.errors import DependencyError, ProducerError
+
+LOG = log.get("producer")
+
+
+class DeliveryTracker:
+    """Counts acknowledgements and keeps the failures reported by kafka-python's callbacks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.acked = 0
+        self.failed = 0
+        self.failures: list[tuple[Any, str]] = []
+
+    def on_success(self, _metadata: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def on_error(self, key: Any, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            if len(self.failures) < 100:
+                self.failures.append((key, f"{type(exc).__name__}: {exc}"))
+
+    def take_failures(self) -> tuple[int, list[tuple[Any, str]]]:
+        with self._lock:
+            n, failures = self.failed, self.failures
+            self.failed, self.failures = 0, []
+            return n, failures
+
+
+def producer_settings(cfg: TallyConfig, **overrides: Any) -> dict[str, Any]:
+    """kafka-python settings of the Tally producer (also used by bench/ingest.py's reference)."""
+    k = cfg.kafka
+    settings: dict[str, Any] = dict(
+        bootstrap_servers=k.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=k.linger_ms,
+        batch_size=k.batch_size,
+        compression_type=None if k.compression == "none" else k.compression,
+        retries=5,
+        retry_backoff_ms=200,
+        request_timeout_ms=k.request_timeout_ms,
+        delivery_timeout_ms=k.delivery_timeout_ms,
+        max_block_ms=k.request_timeout_ms,
+        max_request_size=k.max_message_bytes,
+        max_in_flight_requests_per_connection=5,
+        client_id="tally-producer",
+    )
+    settings.update(overrides)
+    return settings
+
+
+class TallyProducer:
+    """Validating, acknowledging producer of contract events."""
+
+    def __init__(self, cfg: TallyConfig, topic: str | None = None,
+                 validator: EventValidator | None = None, **overrides: Any):
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        self.topic = topic or cfg.kafka.topic
+        self.validator = validator or EventValidator.from_config(cfg)
+        self.tracker = DeliveryTracker()
+        self.sent = 0
+        settings = producer_settings(cfg, **overrides)
+        try:
+            self._producer = KafkaProducer(**settings)
+        except KafkaError as exc:
+            raise DependencyError("kafka", f"cannot connect to {settings['bootstrap_servers']}: "
+                                           f"{type(exc).__name__}: {exc}") from exc
+
+    def send_event(self, event: Mapping[str, Any], clock_ms: int | None = None):
+        """Validate ``event`` (raises ValidationError) and send it keyed by its video_id."""
+        clock = int(time.time() * 1000) if clock_ms is None else clock_ms
+        self.validator.validate(event, clock)
+        return self.send_raw(to_json(event), event["video_id"].encode("ascii"))
+
+    def send_raw(self, value: bytes, key: bytes | None = None, timestamp_ms: int | None = None):
+        """Send bytes as they are. The returned future resolves when Kafka acknowledges."""
+        from kafka.errors import KafkaError
+
+        try:
+            fut = self._producer.send(self.topic, value=value, key=key, timestamp_ms=timestamp_ms)
+        except KafkaError as exc:
+            self.tracker.on_error(key, exc)
+            raise ProducerError(f"kafka: send failed: {type(exc).__name__}: {exc}",
+                                [(key, str(exc))], retriable=getattr(exc, "retriable", False)) from exc
+        self.sent += 1
+        fut.add_callback(self.tracker.on_success)
+        fut.add_errback(lambda exc, k=key: self.tracker.on_error(k, exc))
+        return fut
+
+    def flush(self, timeout_s: float | None = None) -> int:
+        """Wait for every send so far; return the acknowledged count or raise ProducerError."""
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise ProducerError(f"kafka: flush did not complete: {type(exc).__name__}: {exc}",
+                                retriable=True) from exc
+        failed, failures = self.tracker.take_failures()
+        if failed:
+            first = failures[0][1] if failures else "unknown error"
+            raise ProducerError(f"kafka: {failed} event(s) not acknowledged (first: {first})",
+                                failures, retriable=True)
+        return self.tracker.acked
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Flush, then close; raises ProducerError if anything was not acknowledged."""
+        try:
+            return self.flush(timeout_s)
+        finally:
+            try:
+                self._producer.close(timeout=timeout_s if timeout_s is not None else 5)
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the flush result
+                LOG.warning("producer close: %s", exc)
+
+    def __enter__(self) -> "TallyProducer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self.close(timeout_s=5)
+            except ProducerError as err:
+                LOG.error("producer close after an error: %s", err)

@@ -1,0 +1,111 @@
+"""Creates what the platform needs inside the running stack: Kafka topics, HBase tables
+(pre-split at the salt values, with TTLs), the file:// lake and the bucket on the S3 endpoint.
+
+Every step is idempotent; `tally stack up` runs them all after the parts are healthy, and tests
+call them with their own names to stay isolated.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from schemas.config import TallyConfig
+from schemas.rowkey import TableSpec, tables
+from tally import PROJECT_ROOT, log
+from tally.errors import StackError
+
+LOG = log.get("provision")
+
+
+def create_topics(cfg: TallyConfig, topics: dict[str, int] | None = None) -> list[str]:
+    """Create the topics that are missing; returns the names created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    topics = topics or {cfg.kafka.topic: cfg.kafka.partitions, cfg.kafka.dlq_topic: 1}
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers, request_timeout_ms=15000)
+    try:
+        existing = set(admin.list_topics())
+        new = [NewTopic(name, n, 1, topic_configs={
+                   "max.message.bytes": str(cfg.kafka.max_message_bytes),
+                   "retention.ms": "-1"})
+               for name, n in topics.items() if name not in existing]
+        if new:
+            try:
+                admin.create_topics(new, timeout_ms=15000)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def create_table(cfg: TallyConfig, spec: TableSpec) -> str:
+    """Create an HBase table through the Java Admin API (Thrift v1 cannot pre-split)."""
+    from tally.stack import java_bin, lib_dir
+
+    conf = cfg.state_path / "hbase" / "conf"
+    if not (conf / "hbase-site.xml").exists():
+        raise StackError(f"hbase: no configuration under {conf}; run `tally stack up` first")
+    source = PROJECT_ROOT / "infra" / "hbase" / "TallyAdmin.java"
+    buckets = cfg.hbase.salt_buckets if spec.salted else 1
+    cmd = [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={conf / 'log4j2-thrift.properties'}",
+           "-cp", f"{conf}:{lib_dir(cfg) / 'hbase'}/*", str(source), spec.name, str(buckets),
+           *[f"{fam}:{ttl}" for fam, ttl in spec.families]]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if res.returncode != 0:
+        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-10:])
+        raise StackError(f"hbase: creating table {spec.name} failed:\n{tail}")
+    return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+
+
+def create_tables(cfg: TallyConfig) -> list[str]:
+    import happybase
+
+    conn = happybase.Connection(cfg.hbase.host, cfg.hbase.port, timeout=cfg.hbase.timeout_ms)
+    try:
+        existing = {t.decode() for t in conn.tables()}
+    finally:
+        conn.close()
+    created = []
+    for spec in tables(cfg):
+        if spec.name not in existing:
+            LOG.info("creating table %s", spec.name)
+            create_table(cfg, spec)
+            created.append(spec.name)
+    return created
+
+
+def create_lake(cfg: TallyConfig) -> str:
+    uri = cfg.lake_uri
+    if uri.startswith("file://"):
+        Path(uri[len("file://"):]).mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def create_bucket(cfg: TallyConfig, bucket: str | None = None) -> None:
+    from botocore.exceptions import ClientError
+
+    from tally.lake import s3_client
+
+    client = s3_client(cfg)
+    bucket = bucket or cfg.lake.bucket
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError:
+        client.create_bucket(Bucket=bucket)
+
+
+def provision_all(cfg: TallyConfig) -> None:
+    created = create_topics(cfg)
+    if created:
+        log.progress(f"  kafka         topics created: {', '.join(created)}")
+    made = create_tables(cfg)
+    if made:
+        log.progress(f"  hbase         tables created: {', '.join(made)}")
+    create_lake(cfg)
+    create_bucket(cfg)
+
+

@@ -1,0 +1,100 @@
+"""Builds the SparkSession a job receives; nothing here runs at import time.
+
+Sessions run in UTC, send Spark's own (JVM) log lines to ``<state>/logs/spark.log`` instead of
+the terminal, and add the connector jars resolved by Maven (Kafka source, S3A) that pyspark does
+not bundle.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from schemas.config import TallyConfig
+
+SPARK_LOG4J2 = """\
+status = error
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{ISO8601}} %-5p %c{{1}}: %m%n
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = spark: %p %c{{1}}: %m%n
+appender.console.filter.threshold.type = ThresholdFilter
+appender.console.filter.threshold.level = error
+rootLogger.level = {level}
+rootLogger.appenderRef.file.ref = file
+rootLogger.appenderRef.console.ref = console
+"""
+
+
+def connector_jars(cfg: TallyConfig) -> list[str]:
+    """Jars under infra/lib/spark that pyspark does not already bundle."""
+    import pyspark
+
+    from tally.stack import lib_dir
+
+    bundled_dir = Path(pyspark.__file__).parent / "jars"
+    bundled = {_artifact(p.name) for p in bundled_dir.glob("*.jar")}
+    return sorted(str(p) for p in (lib_dir(cfg) / "spark").glob("*.jar")
+                  if _artifact(p.name) not in bundled)
+
+
+def _artifact(jar: str) -> str:
+    """'kafka-clients-3.9.2.jar' -> 'kafka-clients'."""
+    stem = jar[:-4]
+    parts = stem.split("-")
+    for i, part in enumerate(parts):
+        if part[:1].isdigit():
+            return "-".join(parts[:i])
+    return stem
+
+
+def log4j_file(cfg: TallyConfig, level: str = "WARN") -> Path:
+    logs = cfg.state_path / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / "spark-log4j2.properties"
+    path.write_text(SPARK_LOG4J2.format(log=logs / "spark.log", level=level))
+    return path
+
+
+def base_conf(cfg: TallyConfig, with_jars: bool = True) -> dict[str, str]:
+    log4j = log4j_file(cfg, cfg.spark.log_level)
+    java_opts = f"-Dlog4j2.configurationFile={log4j.as_uri()}"
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.shuffle.partitions": str(cfg.spark.shuffle_partitions),
+        "spark.driver.memory": cfg.spark.driver_memory,
+        "spark.driver.extraJavaOptions": java_opts,
+        "spark.executor.extraJavaOptions": java_opts,
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+    }
+    if with_jars:
+        jars = connector_jars(cfg)
+        if jars:
+            conf["spark.jars"] = ",".join(jars)
+    return conf
+
+
+def build_session(cfg: TallyConfig, app_name: str, master: str | None = None,
+                  extra: Mapping[str, Any] | None = None, with_jars: bool = True):
+    from pyspark.sql import SparkSession
+
+    import sys
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name).master(master or cfg.spark.master)
+    for key, value in {**base_conf(cfg, with_jars), **(extra or {})}.items():
+        builder = builder.config(key, str(value))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.spark.log_level)
+    return spark
