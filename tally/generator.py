@@ -197,9 +197,14 @@ class Traffic:
         n_dup = int(round(opts.duplicates * n))
         late_pick = order[:n_late]
         dup_pick = order[n_late:n_late + n_dup]
+        # A late event is sent right after the first event at least 2 watermarks (plus up to one
+        # more, at random) past it; one with no such event stays on time.
         send_key = self.ts.copy()
-        send_key[late_pick] = (self.ts[late_pick] + 2 * watermark_ms
-                               + rng.integers(0, max(watermark_ms, 1), size=n_late))
+        target = self.ts[late_pick] + 2 * watermark_ms + rng.integers(0, max(watermark_ms, 1), size=n_late)
+        j = np.searchsorted(self.ts, target, side="left")
+        has_slot = j < n
+        late_pick = late_pick[has_slot]
+        send_key[late_pick] = self.ts[j[has_slot]]
         dup_key = self.ts[dup_pick] + rng.integers(0, DUPLICATE_DELAY_MS, size=n_dup)
 
         n_inv = int(round(opts.invalid * n))
@@ -207,12 +212,15 @@ class Traffic:
         self.invalid_kind = np.arange(n_inv) % len(INVALID_KINDS)
         self.invalid_base = rng.integers(0, n, size=n_inv)
 
-        # The sending order: (send_key, kind, index). kind 0 original, 1 duplicate, 2 invalid.
+        # The sending order: by send key; at equal keys on-time originals first, then late ones,
+        # retries and invalid records. kind: 0 original, 1 duplicate, 2 invalid.
         keys = np.concatenate([send_key, dup_key, inv_key])
         kinds = np.concatenate([np.zeros(n, np.int8), np.ones(n_dup, np.int8),
                                 np.full(n_inv, 2, np.int8)])
+        rank = kinds.copy()
+        rank[late_pick] = 1
         idx = np.concatenate([np.arange(n), dup_pick, np.arange(n_inv)])
-        perm = np.lexsort((idx, kinds, keys))
+        perm = np.lexsort((idx, rank, keys))
         self.send_kind = kinds[perm]
         self.send_idx = idx[perm]
 
