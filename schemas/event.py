@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Iterable, Mapping
 
 from tally.errors import ValidationError
@@ -140,24 +141,32 @@ def days_in_month(y: int, m: int) -> int:
 _RFC3339_RE = re.compile(RFC3339)
 
 
+@lru_cache(maxsize=8192)
+def _day_number(date: str) -> int | None:
+    """Days since the epoch of 'YYYY-MM-DD', None for a date that does not exist."""
+    y, mo, d = int(date[0:4]), int(date[5:7]), int(date[8:10])
+    if not (1 <= mo <= 12 and 1 <= d <= days_in_month(y, mo)):
+        return None
+    return days_from_civil(y, mo, d)
+
+
 def parse_rfc3339_ms(text: str) -> int | None:
     """Epoch milliseconds of an RFC 3339 date-time with an offset, or None if it is not one."""
     m = _RFC3339_RE.fullmatch(text)
     if m is None:
         return None
-    y, mo, d, hh, mi, ss = (int(m.group(i)) for i in range(1, 7))
-    frac = m.group(7) or ""
-    if m.group(8) in ("Z", "z"):
-        sign, oh, om = 1, 0, 0
-    else:
-        sign = 1 if m.group(9) == "+" else -1
-        oh, om = int(m.group(10)), int(m.group(11))
-    if not (1 <= mo <= 12 and 1 <= d <= days_in_month(y, mo) and hh <= 23 and mi <= 59
-            and ss <= 59 and oh <= 23 and om <= 59):
+    days = _day_number(text[:10])  # the regex fixes the positions of the date and time parts
+    hh, mi, ss = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if days is None or hh > 23 or mi > 59 or ss > 59:
         return None
-    seconds = days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss
-    millis = int((frac + "000")[:3])
-    return seconds * 1000 + millis - sign * (oh * 60 + om) * 60_000
+    frac, zone, sign, oh, om = m.group(7, 8, 9, 10, 11)
+    offset_min = 0
+    if zone not in ("Z", "z"):
+        if int(oh) > 23 or int(om) > 59:
+            return None
+        offset_min = (int(oh) * 60 + int(om)) * (1 if sign == "+" else -1)
+    millis = int((frac + "00")[:3]) if frac else 0
+    return ((days * 86400 + hh * 3600 + mi * 60 + ss) * 1000 + millis - offset_min * 60_000)
 
 
 def format_ms(ms: int) -> str:
@@ -204,6 +213,7 @@ class EventValidator:
                           for f in FIELDS if f.pattern}
         self._enum_rule = rule_enum(self.event_types)
         self._future_rule = rule_ts_future(max_future_ms)
+        self._plan = tuple((f.name, f.required, f.default, self._checker(f)) for f in FIELDS)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "EventValidator":
@@ -233,52 +243,75 @@ class EventValidator:
 
     def validate(self, obj: Any, clock_ms: int) -> dict[str, Any]:
         """Validate one parsed event; return it normalised (``ts`` as epoch ms)."""
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             raise ValidationError("event", RULE_OBJECT)
         out: dict[str, Any] = {}
-        for f in FIELDS:
-            value = obj.get(f.name)
+        for name, required, default, check in self._plan:
+            value = obj.get(name)
             if value is None:  # absent or JSON null
-                if f.required:
-                    raise ValidationError(f.name, RULE_REQUIRED)
-                out[f.name] = f.default
-                continue
-            out[f.name] = self._check(f, value, clock_ms)
+                if required:
+                    raise ValidationError(name, RULE_REQUIRED)
+                out[name] = default
+            else:
+                out[name] = check(value, clock_ms)
         return out
 
-    # Rules ----------------------------------------------------------------------------------
-    def _check(self, f: Field, value: Any, clock_ms: int) -> Any:
+    # Rules: one specialised check per field, built once (this is on the ingest hot path) -------
+    def _checker(self, f: Field):
+        name = f.name
         if f.kind == "string":
-            if not isinstance(value, str):
-                raise ValidationError(f.name, rule_type(f))
+            type_rule = rule_type(f)
             if f.pattern:
-                if not self._patterns[f.name].fullmatch(value):
-                    raise ValidationError(f.name, rule_pattern(f))
-            elif len(value) > f.max_len:
-                raise ValidationError(f.name, rule_max_len(f))
-            if f.enum and value not in self._types:
-                raise ValidationError(f.name, self._enum_rule)
-            return value
+                fullmatch = self._patterns[name].fullmatch
+                pattern_rule = rule_pattern(f)
+
+                def check_pattern(value: Any, _clock: int) -> str:
+                    if type(value) is not str:
+                        raise ValidationError(name, type_rule)
+                    if fullmatch(value) is None:
+                        raise ValidationError(name, pattern_rule)
+                    return value
+                return check_pattern
+            max_len, len_rule = f.max_len, rule_max_len(f)
+            allowed = self._types if f.enum else None
+            enum_rule = self._enum_rule
+
+            def check_string(value: Any, _clock: int) -> str:
+                if type(value) is not str:
+                    raise ValidationError(name, type_rule)
+                if len(value) > max_len:
+                    raise ValidationError(name, len_rule)
+                if allowed is not None and value not in allowed:
+                    raise ValidationError(name, enum_rule)
+                return value
+            return check_string
         if f.kind == "integer":
-            if not _is_int64(value):
-                raise ValidationError(f.name, rule_type(f))
-            if not f.minimum <= value <= f.maximum:  # type: ignore[operator]
-                raise ValidationError(f.name, rule_range(f))
-            return value
-        # timestamp
-        if _is_int64(value):
-            ms = value
-        elif isinstance(value, str):
-            ms = parse_rfc3339_ms(value)
-        else:
-            ms = None
-        if ms is None:
-            raise ValidationError("ts", RULE_TS_FORMAT)
-        if ms < MIN_TS_MS:
-            raise ValidationError("ts", RULE_TS_BEFORE)
-        if ms - clock_ms > self.max_future_ms:
-            raise ValidationError("ts", self._future_rule)
-        return ms
+            lo, hi, type_rule, range_rule = f.minimum, f.maximum, rule_type(f), rule_range(f)
+
+            def check_integer(value: Any, _clock: int) -> int:
+                if not _is_int64(value):
+                    raise ValidationError(name, type_rule)
+                if not lo <= value <= hi:
+                    raise ValidationError(name, range_rule)
+                return value
+            return check_integer
+        max_future, future_rule = self.max_future_ms, self._future_rule
+
+        def check_ts(value: Any, clock_ms: int) -> int:
+            if _is_int64(value):
+                ms = value
+            elif type(value) is str:
+                ms = parse_rfc3339_ms(value)
+            else:
+                ms = None
+            if ms is None:
+                raise ValidationError(name, RULE_TS_FORMAT)
+            if ms < MIN_TS_MS:
+                raise ValidationError(name, RULE_TS_BEFORE)
+            if ms - clock_ms > max_future:
+                raise ValidationError(name, future_rule)
+            return ms
+        return check_ts
 
     def partition(self, events: Iterable[Any], clock_ms: int
                   ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
@@ -295,5 +328,16 @@ class EventValidator:
 
 
 def to_json(event: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON of an event, the Kafka message value."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON of an event, the Kafka message value (orjson: on the ingest hot path;
+    the json module for what orjson refuses, such as integers beyond 64 bits)."""
+    try:
+        return _orjson_dumps(event)
+    except TypeError:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+try:
+    from orjson import dumps as _orjson_dumps
+except ImportError:  # pragma: no cover - orjson is a dependency; keep the module importable
+    def _orjson_dumps(event: Any) -> bytes:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -12,7 +12,6 @@ them. The message key is the ``video_id``, so all events of a video land in one 
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Mapping
 
@@ -25,29 +24,80 @@ LOG = log.get("producer")
 
 
 class DeliveryTracker:
-    """Counts acknowledgements and keeps the failures reported by kafka-python's callbacks."""
+    """Counts acknowledgements and keeps the failures of the sends in flight.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    Instead of two callbacks per record (which kafka-python's I/O thread would have to run while
+    holding the GIL), the futures are kept and reaped: every ``reap_every`` sends and at flush.
+    """
+
+    def __init__(self, reap_every: int = 20_000) -> None:
+        self.inflight: list[Any] = []
         self.acked = 0
         self.failed = 0
         self.failures: list[tuple[Any, str]] = []
+        self.reap_every = reap_every
 
-    def on_success(self, _metadata: Any) -> None:
-        with self._lock:
-            self.acked += 1
+    def add(self, future: Any, key: Any) -> None:
+        self.inflight.append((future, key))
+        if len(self.inflight) >= self.reap_every:
+            self.reap()
 
     def on_error(self, key: Any, exc: BaseException) -> None:
-        with self._lock:
-            self.failed += 1
-            if len(self.failures) < 100:
-                self.failures.append((key, f"{type(exc).__name__}: {exc}"))
+        self.failed += 1
+        if len(self.failures) < 100:
+            self.failures.append((key, f"{type(exc).__name__}: {exc}"))
+
+    def reap(self) -> None:
+        """Account for every completed send; keep the rest."""
+        pending = []
+        for fut, key in self.inflight:
+            if not fut.is_done:
+                pending.append((fut, key))
+            elif fut.exception is None:
+                self.acked += 1
+            else:
+                self.on_error(key, fut.exception)
+        self.inflight = pending
 
     def take_failures(self) -> tuple[int, list[tuple[Any, str]]]:
-        with self._lock:
-            n, failures = self.failed, self.failures
-            self.failed, self.failures = 0, []
-            return n, failures
+        n, failures = self.failed, self.failures
+        self.failed, self.failures = 0, []
+        return n, failures
+
+
+def _partitioner_base():
+    from kafka.partitioner import Partitioner
+
+    return Partitioner
+
+
+class KeyHashPartitioner(_partitioner_base()):  # type: ignore[misc]
+    """kafka-python's default partitioning (murmur2 of the key, as the Java client does), with
+    the hash of each key remembered: a few thousand hot videos are hashed once, not per event."""
+
+    def __init__(self, max_keys: int = 200_000):
+        from kafka.partitioner.default import murmur2
+
+        self._murmur2 = murmur2
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        ordered = sorted(partitions)
+        if serialized_key is None:
+            import random
+
+            available = list(cluster.available_partitions_for_topic(topic))
+            return random.choice(available or ordered)
+        h = self._hashes.get(serialized_key)
+        if h is None:
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()
+            h = self._hashes[serialized_key] = self._murmur2(serialized_key) & 0x7FFFFFFF
+        return ordered[h % len(ordered)]
 
 
 def producer_settings(cfg: TallyConfig, **overrides: Any) -> dict[str, Any]:
@@ -85,7 +135,7 @@ class TallyProducer:
         self.validator = validator or EventValidator.from_config(cfg)
         self.tracker = DeliveryTracker()
         self.sent = 0
-        settings = producer_settings(cfg, **overrides)
+        settings = producer_settings(cfg, **{"partitioner": KeyHashPartitioner(), **overrides})
         try:
             self._producer = KafkaProducer(**settings)
         except KafkaError as exc:
@@ -109,8 +159,7 @@ class TallyProducer:
             raise ProducerError(f"kafka: send failed: {type(exc).__name__}: {exc}",
                                 [(key, str(exc))], retriable=getattr(exc, "retriable", False)) from exc
         self.sent += 1
-        fut.add_callback(self.tracker.on_success)
-        fut.add_errback(lambda exc, k=key: self.tracker.on_error(k, exc))
+        self.tracker.add(fut, key)
         return fut
 
     def flush(self, timeout_s: float | None = None) -> int:
@@ -120,8 +169,11 @@ class TallyProducer:
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
-            raise ProducerError(f"kafka: flush did not complete: {type(exc).__name__}: {exc}",
+            self.tracker.reap()
+            raise ProducerError(f"kafka: flush did not complete: {type(exc).__name__}: {exc}; "
+                                f"{len(self.tracker.inflight)} event(s) not acknowledged yet",
                                 retriable=True) from exc
+        self.tracker.reap()
         failed, failures = self.tracker.take_failures()
         if failed:
             first = failures[0][1] if failures else "unknown error"
