@@ -1,0 +1,1 @@
+"""Thin spark-submit entry points for the Spark jobs."""

@@ -1,0 +1,1 @@
+"""The speed layer: Spark Structured Streaming from Kafka to HBase speed views and the raw archive (issue 3)."""

@@ -75,6 +75,15 @@ def _summary_line(s: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in s.items())
 
 
+# demo -------------------------------------------------------------------------------------------
+
+@command("demo")
+def cmd_demo(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from tally.demo import run_demo
+
+    return run_demo(cfg, events=args.events, days=args.days)
+
+
 # parser -----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, default=0.0, help="events/s when sending (0: as fast as possible)")
     g.add_argument("--topic", help="topic to send to (default kafka.topic)")
     g.add_argument("--json", action="store_true", help="summary as JSON")
+
+    d = sub.add_parser("demo", parents=[common], help="the platform end to end on the local stack")
+    d.add_argument("--events", type=int, default=50_000)
+    d.add_argument("--days", type=int, default=3)
     return p
 
 
