@@ -27,7 +27,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 venv: $(VENV)/.installed
 
 jars:
-	@mvn -q -B -f infra/pom.xml package
+	@mvn -q -B -Dstyle.color=never -f infra/pom.xml package
 
 stack-up: setup
 	$(TALLY) stack up

@@ -98,7 +98,7 @@ def ensure_jars(cfg: TallyConfig) -> None:
     if not pom.exists() or not shutil.which("mvn"):
         raise StackError(f"jars missing under {lib} and no Maven to fetch them (mvn -f {pom} package)")
     log.progress(f"fetching Java parts with Maven into {lib} ...")
-    res = subprocess.run(["mvn", "-q", "-B", "-f", str(pom), "package"],
+    res = subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(pom), "package"],
                          capture_output=True, text=True)
     if res.returncode != 0:
         tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-15:])
