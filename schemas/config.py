@@ -78,6 +78,8 @@ class HBaseConfig:
     thrift_heap_mb: int = 256
     timeout_ms: int = 10000
     pool_size: int = 4
+    # How long one speed-view write keeps retrying (with backoff) before the batch fails.
+    write_retry_s: int = 30
 
     def validate(self) -> None:
         _positive(self, "port", "zookeeper_port", "speed_ttl_days", "heap_mb",
@@ -90,6 +92,10 @@ class HBaseConfig:
     @property
     def speed_table(self) -> str:
         return f"{self.table_prefix}_speed"
+
+    @property
+    def top_table(self) -> str:
+        return f"{self.table_prefix}_top"
 
     @property
     def meta_table(self) -> str:

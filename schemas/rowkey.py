@@ -57,6 +57,33 @@ def scan_range(video_id: str, event_type: str, from_ms: int, to_ms: int,
     return p + _MINUTE.pack(first), p + _MINUTE.pack(last)
 
 
+_HOUR = struct.Struct(">I")
+MS_PER_HOUR = 3_600_000
+
+
+def top_key(event_type: str, hour_ms: int, video_id: str) -> bytes:
+    """Row key of the speed layer's top-K support: one row per (event type, UTC hour, video),
+    so that one event type's hours are one contiguous scan across all videos."""
+    return event_type.encode("ascii") + SEP + _HOUR.pack(hour_ms // MS_PER_HOUR) + video_id.encode("ascii")
+
+
+def decode_top_key(key: bytes) -> tuple[str, int, str]:
+    event_type, rest = key.split(SEP, 1)
+    return event_type.decode("ascii"), _HOUR.unpack(rest[:4])[0] * MS_PER_HOUR, rest[4:].decode("ascii")
+
+
+def top_scan_range(event_type: str, from_ms: int, to_ms: int) -> tuple[bytes, bytes]:
+    """(row_start, row_stop) of the hours that start in ``[from_ms, to_ms)`` (hour-aligned)."""
+    p = event_type.encode("ascii") + SEP
+    return p + _HOUR.pack(from_ms // MS_PER_HOUR), p + _HOUR.pack(-(-to_ms // MS_PER_HOUR))
+
+
+def minute_qualifiers(minute_ms: int) -> tuple[bytes, bytes]:
+    """Columns (count, watch_ms) of a minute inside its hour row of the top-K table."""
+    m = bytes(((minute_ms // MS_PER_MINUTE) % 60,))
+    return b"h:c" + m, b"h:w" + m
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """An HBase table Tally owns: its column families with their TTL, and its pre-splits."""
@@ -72,6 +99,9 @@ def tables(cfg) -> list[TableSpec]:
     return [
         # Speed views: family m holds count (m:c) and watch_ms (m:w) per minute row.
         TableSpec(cfg.hbase.speed_table, (("m", ttl),), salted=True),
+        # Top-K support: per (event type, hour, video) row, one count and one watch_ms column
+        # per minute of the hour (absolute values, so a replayed batch rewrites the same cells).
+        TableSpec(cfg.hbase.top_table, (("h", ttl),), salted=False),
         # Progress records of the streaming job and other small metadata; kept forever.
         TableSpec(cfg.hbase.meta_table, (("p", 0),), salted=False),
     ]

@@ -75,6 +75,25 @@ def _summary_line(s: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in s.items())
 
 
+# stream -----------------------------------------------------------------------------------------
+
+@command("stream")
+def cmd_stream(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from jobs.stream import _duration
+    from speed_layer.app import StreamingApp
+    from tally.spark import build_session
+
+    spark = build_session(cfg, "tally-stream")
+    app = StreamingApp(spark, cfg, trigger=_duration(args.trigger),
+                       archive_trigger=_duration(args.archive_trigger), until_idle_s=args.until_idle)
+    app.install_signal_handlers()
+    try:
+        app.start()
+        return app.run()
+    finally:
+        spark.stop()
+
+
 # demo -------------------------------------------------------------------------------------------
 
 @command("demo")
@@ -87,13 +106,22 @@ def cmd_demo(args: argparse.Namespace, cfg: TallyConfig) -> int:
 # parser -----------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML config file (TALLY_* environment variables override)")
-    common.add_argument("--state-dir", help="state directory (default .tally, or TALLY_STATE_DIR)")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    def options(suppress: bool) -> argparse.ArgumentParser:
+        # The options work before and after the command; after it, an option not given must
+        # not reset what was given before it, hence SUPPRESS as the subcommands' default.
+        d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--config", default=d(None),
+                            help="TOML config file (TALLY_* environment variables override)")
+        parser.add_argument("--state-dir", default=d(None),
+                            help="state directory (default .tally, or TALLY_STATE_DIR)")
+        parser.add_argument("-v", "--verbose", action="count", default=d(0), help="more log output")
+        parser.add_argument("-q", "--quiet", action="store_true", default=d(False),
+                            help="no progress lines")
+        return parser
 
-    p = argparse.ArgumentParser(prog="tally", parents=[common],
+    common = options(suppress=True)
+    p = argparse.ArgumentParser(prog="tally", parents=[options(suppress=False)],
                                 description="Tally: exact and fresh event counts.")
     p.add_argument("--version", action="version", version=f"tally {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, default=0.0, help="events/s when sending (0: as fast as possible)")
     g.add_argument("--topic", help="topic to send to (default kafka.topic)")
     g.add_argument("--json", action="store_true", help="summary as JSON")
+
+    s = sub.add_parser("stream", parents=[common],
+                       help="the speed layer and the raw archive as streaming queries")
+    s.add_argument("--trigger", help="speed trigger interval (default stream.trigger, e.g. 2s)")
+    s.add_argument("--archive-trigger", help="archive trigger interval (default 60s)")
+    s.add_argument("--until-idle", type=float, metavar="S",
+                   help="stop after S seconds without new input")
 
     d = sub.add_parser("demo", parents=[common], help="the platform end to end on the local stack")
     d.add_argument("--events", type=int, default=50_000)

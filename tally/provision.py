@@ -8,6 +8,7 @@ call them with their own names to stay isolated.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from pathlib import Path
 
 from schemas.config import TallyConfig
@@ -46,15 +47,22 @@ def create_table(cfg: TallyConfig, spec: TableSpec) -> str:
     """Create an HBase table through the Java Admin API (Thrift v1 cannot pre-split)."""
     from tally.stack import java_bin, lib_dir
 
-    conf = cfg.state_path / "hbase" / "conf"
-    if not (conf / "hbase-site.xml").exists():
-        raise StackError(f"hbase: no configuration under {conf}; run `tally stack up` first")
     source = PROJECT_ROOT / "infra" / "hbase" / "TallyAdmin.java"
     buckets = cfg.hbase.salt_buckets if spec.salted else 1
-    cmd = [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={conf / 'log4j2-thrift.properties'}",
-           "-cp", f"{conf}:{lib_dir(cfg) / 'hbase'}/*", str(source), spec.name, str(buckets),
-           *[f"{fam}:{ttl}" for fam, ttl in spec.families]]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    with tempfile.TemporaryDirectory(prefix="tally-hbase-client-") as conf:
+        # A client needs only to find ZooKeeper; the Admin API does the rest.
+        Path(conf, "hbase-site.xml").write_text(
+            "<?xml version=\"1.0\"?>\n<configuration>\n"
+            "  <property><name>hbase.zookeeper.quorum</name><value>127.0.0.1</value></property>\n"
+            f"  <property><name>hbase.zookeeper.property.clientPort</name>"
+            f"<value>{cfg.hbase.zookeeper_port}</value></property>\n"
+            "  <property><name>hbase.client.retries.number</name><value>5</value></property>\n"
+            "</configuration>\n")
+        Path(conf, "log4j2.properties").write_text("status = error\nrootLogger.level = off\n")
+        cmd = [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={conf}/log4j2.properties",
+               "-cp", f"{conf}:{lib_dir(cfg) / 'hbase'}/*", str(source), spec.name, str(buckets),
+               *[f"{fam}:{ttl}" for fam, ttl in spec.families]]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     if res.returncode != 0:
         tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-10:])
         raise StackError(f"hbase: creating table {spec.name} failed:\n{tail}")

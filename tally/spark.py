@@ -78,10 +78,34 @@ def base_conf(cfg: TallyConfig, with_jars: bool = True) -> dict[str, str]:
         "spark.sql.streaming.stateStore.providerClass":
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
     }
+    conf.update(s3a_conf(cfg))
     if with_jars:
         jars = connector_jars(cfg)
         if jars:
             conf["spark.jars"] = ",".join(jars)
+    return conf
+
+
+def s3a_conf(cfg: TallyConfig) -> dict[str, str]:
+    """Hadoop S3A settings for the configured endpoint (credentials from the config or the
+    standard AWS chain; nothing secret is written here)."""
+    from tally.lake import s3_credentials
+
+    if not cfg.lake.s3_endpoint:
+        return {}
+    conf = {
+        "spark.hadoop.fs.s3a.endpoint": cfg.lake.s3_endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": cfg.lake.s3_region,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(cfg.lake.s3_endpoint.startswith("https")).lower(),
+        "spark.hadoop.fs.s3a.change.detection.mode": "none",
+    }
+    creds = s3_credentials(cfg)
+    if creds:
+        conf["spark.hadoop.fs.s3a.access.key"] = creds["aws_access_key_id"]
+        conf["spark.hadoop.fs.s3a.secret.key"] = creds["aws_secret_access_key"]
+        conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = \
+            "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
     return conf
 
 
@@ -92,7 +116,9 @@ def build_session(cfg: TallyConfig, app_name: str, master: str | None = None,
     import sys
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name).master(master or cfg.spark.master)
+    builder = SparkSession.builder.appName(app_name)
+    if master != "submit":  # under spark-submit, its --master decides
+        builder = builder.master(master or cfg.spark.master)
     for key, value in {**base_conf(cfg, with_jars), **(extra or {})}.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()

@@ -1,0 +1,53 @@
+"""spark-submit entry point of the streaming application (speed views, raw archive, dead letters).
+
+    spark-submit --jars <connector jars> jobs/stream.py [--config FILE] [--trigger 2s] [--until-idle S]
+
+The same as `tally stream`; the SparkSession is built here, at run time, and handed to the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None, master: str | None = "submit") -> int:
+    from schemas.config import load_config
+    from speed_layer.app import StreamingApp
+    from tally import log
+    from tally.errors import TallyError
+    from tally.spark import build_session
+
+    ap = argparse.ArgumentParser(prog="stream")
+    ap.add_argument("--config")
+    ap.add_argument("--state-dir")
+    ap.add_argument("--trigger", help="speed trigger interval, e.g. '2 seconds'")
+    ap.add_argument("--archive-trigger", help="archive trigger interval, e.g. '60 seconds'")
+    ap.add_argument("--until-idle", type=float, help="stop after this many seconds without input")
+    ap.add_argument("-v", "--verbose", action="count", default=0)
+    args = ap.parse_args(argv)
+    log.setup("INFO" if args.verbose else "WARNING")
+    try:
+        cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
+        spark = build_session(cfg, "tally-stream", master=master)
+        app = StreamingApp(spark, cfg, trigger=_duration(args.trigger),
+                           archive_trigger=_duration(args.archive_trigger), until_idle_s=args.until_idle)
+        app.install_signal_handlers()
+        app.start()
+        return app.run()
+    except TallyError as exc:
+        print(f"tally stream: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _duration(text: str | None) -> str | None:
+    """'2s' -> '2 seconds' (Spark's interval form); other forms pass through."""
+    if not text:
+        return None
+    from tally.generator import parse_duration_ms
+
+    return f"{parse_duration_ms(text)} milliseconds"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The streaming application: three queries over ``tally.events``, each with its own checkpoint.
+
+* ``speed``: parse and validate (column expressions), drop copies of an ``event_id`` within the
+  watermark, count per (video, event type, UTC minute) in update mode, and write the updated
+  minutes to HBase as absolute values (``foreachBatch``; a replayed batch rewrites the same cells).
+* ``archive``: every valid record, duplicates included, to the lake as Parquet through Spark's
+  file sink (exactly once through its ``_spark_metadata`` log), partitioned by event date and hour.
+  Its own query, so an HBase outage never stops archiving.
+* ``dlq``: every invalid record, unchanged, to ``tally.events.dlq`` with headers ``tally.error``
+  and ``tally.source``.
+
+Checkpoints live on local disk under ``<state>/checkpoints/<query>`` and are guarded by a lock
+file, so a second job on the same checkpoints fails fast. After each speed micro-batch a progress
+record (batch id, highest event time, watermark, rows dropped as late, the archive's position) goes
+to HBase and to the log. When HBase stays down past the write retries the speed batch fails; the
+app restarts that query from its checkpoint with backoff while the archive keeps running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.config import TallyConfig
+from speed_layer import transform
+from tally import log
+from tally.errors import TallyError
+
+LOG = log.get("speed")
+QUERIES = ("speed", "archive", "dlq")
+
+
+class CheckpointInUse(TallyError):
+    """Another streaming job holds these checkpoints."""
+
+
+class CheckpointLock:
+    """An exclusive ``flock`` on ``<checkpoint dir>.lock``, held for the life of the job."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise CheckpointInUse(
+                f"checkpoint {self.path.with_suffix('')} is in use by a running streaming job "
+                f"(pid {holder}); stop it first, or give this job its own state directory") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+def lake_path(cfg: TallyConfig, *parts: str) -> str:
+    uri = cfg.lake_uri
+    if uri.startswith("s3://"):
+        uri = "s3a://" + uri[len("s3://"):]
+    return "/".join([uri, *parts])
+
+
+def archive_path(cfg: TallyConfig) -> str:
+    return lake_path(cfg, "raw", "events")
+
+
+@dataclass
+class ProgressState:
+    """What the listener keeps between progress events."""
+
+    archive: dict[str, Any] = field(default_factory=dict)
+    dlq: dict[str, Any] = field(default_factory=dict)
+    last_input_at: float = field(default_factory=time.monotonic)
+    batches: dict[str, int] = field(default_factory=dict)
+
+
+def _kafka_lag(source: dict[str, Any]) -> int | None:
+    try:
+        end = json.loads(source["endOffset"]) if isinstance(source["endOffset"], str) else source["endOffset"]
+        latest = source.get("latestOffset")
+        latest = json.loads(latest) if isinstance(latest, str) else latest
+        if not latest:
+            return None
+        return sum(int(latest[t][p]) - int(end.get(t, {}).get(p, 0))
+                   for t in latest for p in latest[t])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def progress_record(p: dict[str, Any], previous: dict[str, Any] | None,
+                    archive: dict[str, Any]) -> dict[str, Any]:
+    """The speed layer's progress record from a Spark progress event (as a dict).
+
+    ``dropped_late`` is cumulative over the checkpoint's life: the previous record's total plus
+    this batch's rows dropped by the watermark (each committed batch is reported once)."""
+    dropped = sum(int(op.get("numRowsDroppedByWatermark", 0) or 0) for op in p.get("stateOperators", []))
+    before = 0
+    if previous and int(previous.get("batch_id", -1)) < int(p["batchId"]):
+        before = int(previous.get("dropped_late", 0))
+    elif previous:
+        before = int(previous.get("dropped_late", 0)) - int(previous.get("dropped_late_in_batch", 0))
+    event_time = p.get("eventTime") or {}
+    return {
+        "batch_id": int(p["batchId"]),
+        "max_event_time": event_time.get("max") or (previous or {}).get("max_event_time"),
+        "watermark": event_time.get("watermark") or (previous or {}).get("watermark"),
+        "processing_time": p.get("timestamp"),
+        "input_rows": int(p.get("numInputRows", 0)),
+        "dropped_late": before + dropped,
+        "dropped_late_in_batch": dropped,
+        "kafka_lag": _kafka_lag(p["sources"][0]) if p.get("sources") else None,
+        "archive": archive,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def make_listener(cfg: TallyConfig, state: ProgressState):
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
+
+    store = HBaseSpeedStore(cfg, retry_s=5)
+
+    class ProgressListener(StreamingQueryListener):
+        def onQueryStarted(self, event) -> None:  # noqa: N802 - Spark's names
+            LOG.info("query started: %s", event.name)
+
+        def onQueryIdle(self, event) -> None:  # noqa: N802
+            pass
+
+        def onQueryTerminated(self, event) -> None:  # noqa: N802
+            if event.exception:
+                LOG.warning("query %s terminated: %s", event.id, event.exception.splitlines()[0])
+
+        def onQueryProgress(self, event) -> None:  # noqa: N802
+            try:
+                self._progress(json.loads(event.progress.json))
+            except Exception as exc:  # noqa: BLE001 - a listener must never kill the job
+                LOG.warning("progress record not written: %s: %s", type(exc).__name__, exc)
+
+        def _progress(self, p: dict[str, Any]) -> None:
+            name = p.get("name")
+            if int(p.get("numInputRows", 0)) > 0:
+                state.last_input_at = time.monotonic()
+            state.batches[name] = int(p["batchId"])
+            if name == "archive":
+                src = p["sources"][0] if p.get("sources") else {}
+                state.archive = {"batch_id": int(p["batchId"]), "rows": int(p.get("numInputRows", 0)),
+                                 "offsets": src.get("endOffset"), "kafka_lag": _kafka_lag(src),
+                                 "processing_time": p.get("timestamp")}
+                store.write_progress(state.archive, ARCHIVE_ROW)
+                log.kv(LOG, 20, "archive batch", **{k: v for k, v in state.archive.items() if k != "offsets"})
+                return
+            if name != "speed":
+                return
+            record = progress_record(p, store.read_progress(), state.archive)
+            store.write_progress(record)
+            log.kv(LOG, 20, "speed batch", batch_id=record["batch_id"], rows=record["input_rows"],
+                   max_event_time=record["max_event_time"], watermark=record["watermark"],
+                   dropped_late=record["dropped_late"], kafka_lag=record["kafka_lag"],
+                   archive_lag=state.archive.get("kafka_lag"))
+
+    return ProgressListener()
+
+
+class StreamingApp:
+    """Builds, supervises and stops the three streaming queries of one installation."""
+
+    def __init__(self, spark, cfg: TallyConfig, trigger: str | None = None,
+                 until_idle_s: float | None = None, archive_trigger: str | None = None):
+        self.spark = spark
+        self.cfg = cfg
+        self.trigger = trigger or cfg.stream.trigger
+        self.archive_trigger = archive_trigger or cfg.stream.archive_trigger
+        self.until_idle_s = until_idle_s
+        self.checkpoints = cfg.state_path / "checkpoints"
+        self.locks = [CheckpointLock(self.checkpoints / f"{q}.lock") for q in QUERIES]
+        self.queries: dict[str, Any] = {}
+        self.state = ProgressState()
+        self._stop = threading.Event()
+        self._listener = None
+
+    # -- building ---------------------------------------------------------------------------------
+    def _source(self):
+        k = self.cfg.kafka
+        reader = (self.spark.readStream.format("kafka")
+                  .option("kafka.bootstrap.servers", k.bootstrap_servers)
+                  .option("subscribe", k.topic)
+                  .option("startingOffsets", "earliest")
+                  .option("failOnDataLoss", "true")
+                  .option("kafka.max.partition.fetch.bytes", str(k.max_message_bytes)))
+        if self.cfg.stream.max_offsets_per_trigger > 0:
+            reader = reader.option("maxOffsetsPerTrigger", str(self.cfg.stream.max_offsets_per_trigger))
+        return transform.parse(reader.load(), self.cfg)
+
+    def _start_speed(self):
+        from pyspark.sql import functions as F
+
+        from speed_layer.store import write_partition
+
+        cfg = self.cfg
+        counts = transform.minute_counts(transform.valid(self._source()), cfg.stream.watermark)
+
+        def write_batch(batch_df, batch_id: int) -> None:
+            rows = batch_df.select("video_id", "event_type",
+                                   F.unix_millis("bucket_start").alias("minute_ms"),
+                                   "count", "watch_ms")
+            rows.foreachPartition(lambda it: write_partition(cfg, it))
+
+        return (counts.writeStream.queryName("speed").outputMode("update")
+                .foreachBatch(write_batch)
+                .option("checkpointLocation", str(self.checkpoints / "speed"))
+                .trigger(processingTime=self.trigger).start())
+
+    def _start_archive(self):
+        rows = transform.archive_rows(transform.valid(self._source()))
+        return (rows.writeStream.queryName("archive").format("parquet")
+                .partitionBy("event_date", "event_hour")
+                .option("path", archive_path(self.cfg))
+                .option("checkpointLocation", str(self.checkpoints / "archive"))
+                # Bounded sink metadata: entries of files older than this are dropped at
+                # compaction of the _spark_metadata log (the files themselves stay).
+                .option("retention", "30d")
+                .trigger(processingTime=self.archive_trigger).start())
+
+    def _start_dlq(self):
+        k = self.cfg.kafka
+        return (transform.dead_letters(self._source()).writeStream.queryName("dlq").format("kafka")
+                .option("kafka.bootstrap.servers", k.bootstrap_servers)
+                .option("topic", k.dlq_topic)
+                .option("kafka.max.request.size", str(k.max_message_bytes))
+                .option("kafka.acks", "all")
+                .option("checkpointLocation", str(self.checkpoints / "dlq"))
+                .trigger(processingTime=self.trigger).start())
+
+    def start(self) -> None:
+        for lock in self.locks:
+            lock.acquire()
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self._listener = make_listener(self.cfg, self.state)
+        self.spark.streams.addListener(self._listener)
+        self.queries["archive"] = self._start_archive()
+        self.queries["dlq"] = self._start_dlq()
+        self.queries["speed"] = self._start_speed()
+        log.progress(f"stream: queries speed (trigger {self.trigger}), archive (trigger "
+                     f"{self.archive_trigger}) and dlq running; checkpoints in {self.checkpoints}")
+
+    # -- running ----------------------------------------------------------------------------------
+    def request_stop(self, *_args: Any) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGTERM, self.request_stop)
+
+    def _idle(self) -> bool:
+        if self.until_idle_s is None:
+            return False
+        for q in self.queries.values():
+            status = q.status
+            if status.get("isDataAvailable") or status.get("isTriggerActive"):
+                self.state.last_input_at = time.monotonic()
+                return False
+        return time.monotonic() - self.state.last_input_at >= self.until_idle_s
+
+    def run(self) -> int:
+        """Supervise until stopped (signal, ``--until-idle``); returns the exit code."""
+        restart_delay = 2.0
+        while not self._stop.is_set():
+            for name, q in list(self.queries.items()):
+                if q.isActive:
+                    continue
+                exc = q.exception()
+                if name == "speed" and exc is not None:
+                    LOG.warning("speed query failed (%s); restarting from its checkpoint in %.0fs",
+                                str(exc).splitlines()[0][:300], restart_delay)
+                    log.progress(f"stream: speed query failed, restarting in {restart_delay:.0f}s: "
+                                 f"{str(exc).splitlines()[0][:200]}")
+                    if self._stop.wait(restart_delay):
+                        break
+                    restart_delay = min(restart_delay * 2, 30.0)
+                    self.queries["speed"] = self._start_speed()
+                    continue
+                self.stop()
+                raise TallyError(f"stream: query {name} stopped: "
+                                 f"{str(exc).splitlines()[0] if exc else 'without an error'}")
+            if self.queries["speed"].isActive and self.queries["speed"].lastProgress:
+                restart_delay = 2.0
+            if self._idle():
+                log.progress(f"stream: no new input for {self.until_idle_s:.0f}s; stopping")
+                break
+            self._stop.wait(0.5)
+        self.stop()
+        return 0
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop every query between micro-batches when possible, then release the checkpoints."""
+        deadline = time.monotonic() + timeout_s
+        for name, q in self.queries.items():
+            while q.isActive and q.status.get("isTriggerActive") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            try:
+                q.stop()
+            except Exception as exc:  # noqa: BLE001 - stopping must go on for the others
+                LOG.warning("stopping query %s: %s", name, exc)
+        if self._listener is not None:
+            try:
+                self.spark.streams.removeListener(self._listener)
+            except Exception:  # noqa: BLE001
+                LOG.debug("listener already removed")
+            self._listener = None
+        for lock in self.locks:
+            lock.release()

@@ -1,0 +1,173 @@
+"""The speed views' store: a small interface and its one real implementation on HBase.
+
+Writes are ABSOLUTE values (``put`` of the whole count of a minute), never increments, so a
+micro-batch replayed after a crash writes the same cells again and changes nothing. happybase is
+used through a ``ConnectionPool`` in short ``with`` blocks, with batched puts. Failures that a
+retry may cure (Thrift down, a timeout) are retried with exponential backoff for
+``hbase.write_retry_s``; then :class:`~tally.errors.DependencyError` fails the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Protocol
+
+from schemas import rowkey
+from schemas.config import TallyConfig
+from tally import log
+from tally.errors import DependencyError
+
+LOG = log.get("speed.store")
+_LONG = struct.Struct(">q")
+PROGRESS_ROW = b"progress:speed"
+ARCHIVE_ROW = b"progress:archive"
+
+
+@dataclass(frozen=True)
+class MinuteCount:
+    video_id: str
+    event_type: str
+    minute_ms: int
+    count: int
+    watch_ms: int
+
+
+class SpeedStore(Protocol):
+    """What the speed layer writes and the serving layer reads."""
+
+    def write_minutes(self, rows: Iterable[MinuteCount]) -> int: ...
+
+    def read_minutes(self, video_id: str, event_type: str, from_ms: int,
+                     to_ms: int) -> list[MinuteCount]: ...
+
+    def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None: ...
+
+    def read_progress(self, row: bytes = PROGRESS_ROW) -> dict[str, Any] | None: ...
+
+
+def _retriable(exc: BaseException) -> bool:
+    from thriftpy2.transport import TTransportException
+
+    return isinstance(exc, (TTransportException, socket.error, TimeoutError, BrokenPipeError,
+                            ConnectionError, EOFError))
+
+
+_POOLS: dict[tuple, Any] = {}
+
+
+def _pool(cfg: TallyConfig):
+    """One pool per process and endpoint, created on first use (after a fork, in the child)."""
+    import happybase
+
+    key = (cfg.hbase.host, cfg.hbase.port, cfg.hbase.timeout_ms)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = happybase.ConnectionPool(cfg.hbase.pool_size, host=cfg.hbase.host,
+                                        port=cfg.hbase.port, timeout=cfg.hbase.timeout_ms,
+                                        autoconnect=False)
+        _POOLS[key] = pool
+    return pool
+
+
+def _reset_pool(cfg: TallyConfig) -> None:
+    _POOLS.pop((cfg.hbase.host, cfg.hbase.port, cfg.hbase.timeout_ms), None)
+
+
+class HBaseSpeedStore:
+    """Speed views in HBase: minute rows in the salted speed table, hour rows for top-K."""
+
+    def __init__(self, cfg: TallyConfig, retry_s: float | None = None):
+        self.cfg = cfg
+        self.buckets = cfg.hbase.salt_buckets
+        self.retry_s = cfg.hbase.write_retry_s if retry_s is None else retry_s
+
+    def _with_retry(self, what: str, fn):
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.2
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with _pool(self.cfg).connection() as conn:
+                    return fn(conn)
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                if not _retriable(exc):
+                    raise
+                _reset_pool(self.cfg)
+                if time.monotonic() + delay > deadline:
+                    raise DependencyError("hbase", f"{what} failed after {attempt} attempts over "
+                                                   f"{self.retry_s:.0f}s: {type(exc).__name__}: {exc}"
+                                          ) from exc
+                log.kv(LOG, 30, "hbase write failed; retrying", what=what, attempt=attempt,
+                       delay_s=round(delay, 2), error=type(exc).__name__)
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 5.0)
+
+    def write_minutes(self, rows: Iterable[MinuteCount]) -> int:
+        rows = list(rows)
+        if not rows:
+            return 0
+
+        def write(conn) -> int:
+            speed = conn.table(self.cfg.hbase.speed_table)
+            top = conn.table(self.cfg.hbase.top_table)
+            with speed.batch(batch_size=2000) as sb, top.batch(batch_size=2000) as tb:
+                for r in rows:
+                    c, w = _LONG.pack(r.count), _LONG.pack(r.watch_ms)
+                    sb.put(rowkey.encode(r.video_id, r.event_type, r.minute_ms, self.buckets),
+                           {b"m:c": c, b"m:w": w})
+                    qc, qw = rowkey.minute_qualifiers(r.minute_ms)
+                    tb.put(rowkey.top_key(r.event_type, r.minute_ms, r.video_id), {qc: c, qw: w})
+            return len(rows)
+
+        return self._with_retry("write_minutes", write)
+
+    def read_minutes(self, video_id: str, event_type: str, from_ms: int,
+                     to_ms: int) -> list[MinuteCount]:
+        lo, hi = rowkey.scan_range(video_id, event_type, from_ms, to_ms, self.buckets)
+
+        def scan(conn) -> list[MinuteCount]:
+            out = []
+            for key, cells in conn.table(self.cfg.hbase.speed_table).scan(row_start=lo, row_stop=hi):
+                v, t, m = rowkey.decode(key)
+                out.append(MinuteCount(v, t, m, _LONG.unpack(cells[b"m:c"])[0],
+                                       _LONG.unpack(cells[b"m:w"])[0]))
+            return out
+
+        return self._with_retry("read_minutes", scan)
+
+    def scan_all_minutes(self) -> Iterator[MinuteCount]:
+        """Every minute row (tests and audits; not for the request path)."""
+        with _pool(self.cfg).connection() as conn:
+            for key, cells in conn.table(self.cfg.hbase.speed_table).scan(batch_size=5000):
+                v, t, m = rowkey.decode(key)
+                yield MinuteCount(v, t, m, _LONG.unpack(cells[b"m:c"])[0],
+                                  _LONG.unpack(cells[b"m:w"])[0])
+
+    def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None:
+        payload = json.dumps(record, sort_keys=True).encode()
+        self._with_retry("write_progress", lambda conn: conn.table(self.cfg.hbase.meta_table)
+                         .put(row, {b"p:record": payload}))
+
+    def read_progress(self, row: bytes = PROGRESS_ROW) -> dict[str, Any] | None:
+        cells = self._with_retry("read_progress", lambda conn: conn.table(
+            self.cfg.hbase.meta_table).row(row, columns=[b"p:record"]))
+        return json.loads(cells[b"p:record"]) if cells else None
+
+
+def write_partition(cfg: TallyConfig, rows: Iterator[Any]) -> None:
+    """foreachPartition body: the rows of one partition of a micro-batch's updated minutes."""
+    store = HBaseSpeedStore(cfg)
+    chunk: list[MinuteCount] = []
+    for r in rows:
+        chunk.append(MinuteCount(r["video_id"], r["event_type"], r["minute_ms"], r["count"],
+                                 r["watch_ms"]))
+        if len(chunk) >= 5000:
+            store.write_minutes(chunk)
+            chunk = []
+    store.write_minutes(chunk)

@@ -1,0 +1,175 @@
+"""Helpers for the speed-layer tests: an isolated installation (own topics, HBase tables, state
+directory and lake), the streaming job as a real process, and readers of what it produced."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from schemas.config import TallyConfig, load_config
+from tally.provision import create_bucket, create_tables, create_topics
+
+
+@dataclass
+class Installation:
+    cfg: TallyConfig
+    env: dict[str, str]
+    root: Path
+
+    def tally(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        res = subprocess.run([sys.executable, "-m", "tally.cli", *args], env=self.env, text=True,
+                             capture_output=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"tally {' '.join(args)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
+        return res
+
+    def start_stream(self, *args: str) -> subprocess.Popen:
+        log = open(self.root / "stream.log", "ab")
+        return subprocess.Popen([sys.executable, "-m", "tally.cli", "-v", "stream", *args],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def wait_for_log(self, text: str, timeout_s: float = 180) -> None:
+        """Wait until the stream's log shows ``text`` (e.g. that its queries are running)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in (self.root / "stream.log").read_text(errors="replace"):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{text!r} not in the stream log after {timeout_s}s:\n{self.stream_log()}")
+
+    def stream_log(self) -> str:
+        return (self.root / "stream.log").read_text(errors="replace")[-5000:]
+
+
+def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "file",
+                      **env_extra: str) -> Installation:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env.update({
+        "TALLY_STATE_DIR": str(root / "state"),
+        "TALLY_KAFKA__BOOTSTRAP_SERVERS": base.kafka.bootstrap_servers,
+        "TALLY_KAFKA__TOPIC": f"test.speed.{unique}",
+        "TALLY_KAFKA__DLQ_TOPIC": f"test.speed.{unique}.dlq",
+        "TALLY_HBASE__PORT": str(base.hbase.port),
+        "TALLY_HBASE__ZOOKEEPER_PORT": str(base.hbase.zookeeper_port),
+        "TALLY_HBASE__TABLE_PREFIX": f"t{unique}",
+        "TALLY_LAKE__S3_ENDPOINT": base.lake.s3_endpoint,
+        "TALLY_SPARK__MASTER": "local[2]",
+        "TALLY_SPARK__DRIVER_MEMORY": "1536m",
+    })
+    if lake == "s3":
+        env["TALLY_LAKE__URI"] = f"s3a://{base.lake.bucket}/t{unique}"
+    env.update(env_extra)
+    cfg = load_config(environ=env)
+    create_topics(cfg)
+    create_tables(cfg)
+    if lake == "s3":
+        create_bucket(cfg)
+    return Installation(cfg, env, root)
+
+
+def wait_exit(proc: subprocess.Popen, timeout_s: float, inst: Installation) -> int:
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"the stream did not stop within {timeout_s}s:\n{inst.stream_log()}")
+
+
+def read_truth(path: Path) -> dict[tuple[str, str, int], tuple[int, int, int, int]]:
+    out = {}
+    for r in pq.read_table(path).to_pylist():
+        out[(r["video_id"], r["event_type"], int(r["minute"].timestamp() * 1000))] = (
+            r["count"], r["watch_ms"], r["count_ontime"], r["watch_ms_ontime"])
+    return out
+
+
+def hbase_minutes(cfg: TallyConfig) -> dict[tuple[str, str, int], tuple[int, int]]:
+    from speed_layer.store import HBaseSpeedStore
+
+    return {(m.video_id, m.event_type, m.minute_ms): (m.count, m.watch_ms)
+            for m in HBaseSpeedStore(cfg).scan_all_minutes()}
+
+
+def read_archive(spark, cfg: TallyConfig):
+    from speed_layer.app import archive_path
+
+    return spark.read.parquet(archive_path(cfg))
+
+
+def dlq_records(cfg: TallyConfig, expected: int, timeout_s: float = 60):
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(cfg.kafka.dlq_topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                             max_partition_fetch_bytes=cfg.kafka.max_message_bytes,
+                             fetch_max_bytes=cfg.kafka.max_message_bytes * 4)
+    out = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=1000)
+            for records in batch.values():
+                out.extend(records)
+            if len(out) >= expected and not batch:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def compare_with_truth(truth, minutes, dropped_late: int) -> dict[str, int]:
+    """Check count_ontime <= speed <= count per minute (watch_ms too) and that what is missing
+    equals the dropped-late counter. Returns figures for the report."""
+    problems = []
+    for key, (count, watch, count_on, watch_on) in truth.items():
+        got_c, got_w = minutes.get(key, (0, 0))
+        if not (count_on <= got_c <= count and watch_on <= got_w <= watch):
+            problems.append((key, (count_on, count, watch_on, watch), (got_c, got_w)))
+    extra = set(minutes) - set(truth)
+    assert not extra, f"speed views hold minutes with no true events: {sorted(extra)[:5]}"
+    assert not problems, f"{len(problems)} minutes out of bounds, first: {problems[:5]}"
+    total_true = sum(v[0] for v in truth.values())
+    total_speed = sum(v[0] for v in minutes.values())
+    assert total_true - total_speed == dropped_late, (total_true, total_speed, dropped_late)
+    return {"true_events": total_true, "speed_events": total_speed, "dropped_late": dropped_late,
+            "ontime": sum(v[2] for v in truth.values())}
+
+
+def sent_records(path: Path) -> list[bytes]:
+    return path.read_bytes().split(b"\n")[:-1]
+
+
+def expected_archive_and_dlq(lines: list[bytes]):
+    """From the sent records: the multiset of valid event_ids (duplicates included) and the
+    invalid records with the validator's reason."""
+    from schemas.event import EventValidator
+    from tally.errors import ValidationError
+
+    v = EventValidator()
+    clock = int(time.time() * 1000)
+    valid_ids: collections.Counter = collections.Counter()
+    invalid: list[tuple[bytes, str]] = []
+    for raw in lines:
+        try:
+            valid_ids[v.validate_raw(raw, clock)["event_id"]] += 1
+        except ValidationError as exc:
+            invalid.append((raw, str(exc)))
+    return valid_ids, invalid
+
+
+def json_loads_safe(b: bytes):
+    try:
+        return json.loads(b)
+    except ValueError:
+        return None
