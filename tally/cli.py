@@ -94,6 +94,16 @@ def cmd_stream(args: argparse.Namespace, cfg: TallyConfig) -> int:
         spark.stop()
 
 
+@command("jars")
+def cmd_jars(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from tally.spark import connector_jars
+    from tally.stack import ensure_jars
+
+    ensure_jars(cfg)
+    print(",".join(connector_jars(cfg)))
+    return 0
+
+
 # demo -------------------------------------------------------------------------------------------
 
 @command("demo")
@@ -157,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--archive-trigger", help="archive trigger interval (default 60s)")
     s.add_argument("--until-idle", type=float, metavar="S",
                    help="stop after S seconds without new input")
+
+    sub.add_parser("jars", parents=[common],
+                   help="the connector jars to pass to spark-submit --jars (comma-separated)")
 
     d = sub.add_parser("demo", parents=[common], help="the platform end to end on the local stack")
     d.add_argument("--events", type=int, default=50_000)
