@@ -20,8 +20,10 @@ from tally.errors import ConfigError
 
 DEFAULT_EVENT_TYPES = ("view", "like", "dislike", "share", "comment")
 ENV_PREFIX = "TALLY_"
-# Environment variables that carry no config key.
+# Environment variables that carry no config key: the config file, and fault-injection points
+# used by the tests (TALLY_FAULT_*).
 ENV_NOT_KEYS = frozenset({"TALLY_CONFIG"})
+ENV_NOT_KEY_PREFIXES = ("TALLY_FAULT_",)
 
 
 def _host_port(value: str, key: str) -> tuple[str, int]:
@@ -341,7 +343,8 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str
     sections = {f.name for f in dataclasses.fields(TallyConfig)
                 if dataclasses.is_dataclass(typing.get_type_hints(TallyConfig)[f.name])}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
+        if (not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS
+                or name.startswith(ENV_NOT_KEY_PREFIXES)):
             continue
         rest = name[len(ENV_PREFIX):].lower()
         if "__" in rest:

@@ -183,6 +183,12 @@ def make_listener(cfg: TallyConfig, state: ProgressState):
     return ProgressListener()
 
 
+def _fault_point(name: str) -> list[int] | None:
+    """A fault-injection point for tests: ``NAME=<n>`` fires at the n-th batch with data."""
+    value = os.environ.get(name)
+    return [int(value)] if value and value.isdigit() else None
+
+
 class StreamingApp:
     """Builds, supervises and stops the three streaming queries of one installation."""
 
@@ -221,11 +227,20 @@ class StreamingApp:
         cfg = self.cfg
         counts = transform.minute_counts(transform.valid(self._source()), cfg.stream.watermark)
 
+        crash_after = _fault_point("TALLY_FAULT_KILL_AFTER_HBASE_WRITE")
+
         def write_batch(batch_df, batch_id: int) -> None:
             rows = batch_df.select("video_id", "event_type",
                                    F.unix_millis("bucket_start").alias("minute_ms"),
                                    "count", "watch_ms")
             rows.foreachPartition(lambda it: write_partition(cfg, it))
+            if crash_after is not None and not batch_df.isEmpty():
+                crash_after[0] -= 1
+                if crash_after[0] <= 0:
+                    # Fault injection for the crash tests: die after the HBase write, before
+                    # Spark commits the batch to the checkpoint.
+                    log.progress(f"stream: fault injection: SIGKILL after writing batch {batch_id}")
+                    os.killpg(os.getpgid(0), signal.SIGKILL)
 
         return (counts.writeStream.queryName("speed").outputMode("update")
                 .foreachBatch(write_batch)
@@ -275,6 +290,10 @@ class StreamingApp:
 
     def _idle(self) -> bool:
         if self.until_idle_s is None:
+            return False
+        if not all(q.isActive for q in self.queries.values()):
+            # A query being restarted (the speed query after an HBase outage) is not idle.
+            self.state.last_input_at = time.monotonic()
             return False
         for q in self.queries.values():
             status = q.status

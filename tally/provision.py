@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from schemas.config import TallyConfig
@@ -43,7 +44,7 @@ def create_topics(cfg: TallyConfig, topics: dict[str, int] | None = None) -> lis
         admin.close()
 
 
-def create_table(cfg: TallyConfig, spec: TableSpec) -> str:
+def create_table(cfg: TallyConfig, spec: TableSpec, timeout_s: float = 180) -> str:
     """Create an HBase table through the Java Admin API (Thrift v1 cannot pre-split)."""
     from tally.stack import java_bin, lib_dir
 
@@ -56,17 +57,26 @@ def create_table(cfg: TallyConfig, spec: TableSpec) -> str:
             "  <property><name>hbase.zookeeper.quorum</name><value>127.0.0.1</value></property>\n"
             f"  <property><name>hbase.zookeeper.property.clientPort</name>"
             f"<value>{cfg.hbase.zookeeper_port}</value></property>\n"
-            "  <property><name>hbase.client.retries.number</name><value>5</value></property>\n"
             "</configuration>\n")
         Path(conf, "log4j2.properties").write_text("status = error\nrootLogger.level = off\n")
         cmd = [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={conf}/log4j2.properties",
                "-cp", f"{conf}:{lib_dir(cfg) / 'hbase'}/*", str(source), spec.name, str(buckets),
                *[f"{fam}:{ttl}" for fam, ttl in spec.families]]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    if res.returncode != 0:
-        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-10:])
-        raise StackError(f"hbase: creating table {spec.name} failed:\n{tail}")
-    return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+        # A master that has just started answers Thrift before it accepts DDL ("Master is
+        # initializing"): retry for a while before giving up.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            if res.returncode == 0:
+                return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+            if time.monotonic() > deadline:
+                break
+            LOG.info("creating table %s failed; retrying", spec.name)
+            time.sleep(3)
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    causes = [ln for ln in lines if "Exception" in ln and not ln.lstrip().startswith("at ")]
+    raise StackError(f"hbase: creating table {spec.name} failed: "
+                     + ("\n".join(causes[:3]) or "\n".join(lines[-10:])))
 
 
 def create_tables(cfg: TallyConfig) -> list[str]:
