@@ -31,3 +31,15 @@ def stack(cfg):
     if bad:
         pytest.fail(f"the local stack is not healthy (run `tally stack up`): {bad}", pytrace=False)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def spark_reader(tmp_path_factory):
+    """A SparkSession (with the connector jars) for reading what the jobs wrote."""
+    from tally.spark import build_session
+
+    cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
+                                 "spark": {"master": "local[1]", "driver_memory": "1g"}})
+    spark = build_session(cfg, "tally-test-reader")
+    yield spark
+    spark.stop()

@@ -18,18 +18,6 @@ GEN = ["--events", "50000", "--videos", "400", "--start", "2026-11-20", "--days"
        "--late", "0.01", "--duplicates", "0.03", "--invalid", "0.01"]
 
 
-@pytest.fixture(scope="module")
-def spark_reader(tmp_path_factory):
-    from schemas.config import load_config
-    from tally.spark import build_session
-
-    cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
-                                 "spark": {"master": "local[1]", "driver_memory": "1g"}})
-    spark = build_session(cfg, "tally-test-reader")
-    yield spark
-    spark.stop()
-
-
 def wait_for_watermark(inst, at_least: str, timeout_s: float = 300) -> dict:
     """Wait until the speed layer's progress record shows a watermark >= ``at_least``."""
     from speed_layer.store import HBaseSpeedStore

@@ -26,18 +26,6 @@ GEN = ["--events", "40000", "--videos", "300", "--start", "2026-11-21", "--days"
        "--duplicates", "0.03", "--invalid", "0.005", "--late", "0"]
 
 
-@pytest.fixture(scope="module")
-def spark_reader(tmp_path_factory):
-    from schemas.config import load_config
-    from tally.spark import build_session
-
-    cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
-                                 "spark": {"master": "local[1]", "driver_memory": "1g"}})
-    spark = build_session(cfg, "tally-test-reader")
-    yield spark
-    spark.stop()
-
-
 def generator(inst, seed: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tally.cli", "-q", "generate", *GEN, "--seed",
                              str(seed), *extra], env=inst.env, stdout=subprocess.DEVNULL,

@@ -1,0 +1,200 @@
+"""Speed-layer benchmark: throughput through Kafka -> Spark -> HBase (with the archive and the
+dead-letter queries running), against the same Spark reading the same topic into a no-op sink
+(the reference), and event-to-HBase freshness.
+
+    python bench/speed.py [--events 300000] [--runs 3] [--trigger-s 2] [--freshness-s 30]
+
+Needs the local stack (`tally stack up`). Each run uses a fresh checkpoint; the topic, tables and
+state directory are the benchmark's own. Prints each run, the medians and the ratio.
+Goals (issue 3): >= 20,000 events/s sustained, >= 0.5 of the reference, freshness p99 <= 10 s
+with a 2 s trigger.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from schemas.config import load_config  # noqa: E402
+from tally.generator import GeneratorOptions, run_generate  # noqa: E402
+from tally.provision import create_tables, create_topics  # noqa: E402
+
+
+def end_offsets(cfg) -> dict[int, int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, group_id=None)
+    try:
+        parts = [TopicPartition(cfg.kafka.topic, p) for p in c.partitions_for_topic(cfg.kafka.topic)]
+        return {tp.partition: o for tp, o in c.end_offsets(parts).items()}
+    finally:
+        c.close()
+
+
+def consumed(query) -> int:
+    p = query.lastProgress
+    if not p or not p["sources"]:
+        return 0
+    end = p["sources"][0]["endOffset"]
+    end = json.loads(end) if isinstance(end, str) else end
+    return sum(int(v) for parts in end.values() for v in parts.values())
+
+
+def reference_run(spark, cfg, total: int) -> float:
+    df = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
+          .option("subscribe", cfg.kafka.topic).option("startingOffsets", "earliest").load())
+    t0 = time.perf_counter()
+    q = (df.writeStream.format("noop").option("checkpointLocation", tempfile.mkdtemp(prefix="ref-ck-"))
+         .trigger(availableNow=True).start())
+    q.awaitTermination()
+    return total / (time.perf_counter() - t0)
+
+
+def speed_run(spark, cfg, total: int, trigger_s: float, cap: int = 0) -> dict:
+    from speed_layer.app import StreamingApp
+
+    run_cfg = cfg.replace(state_dir=tempfile.mkdtemp(prefix="bench-speed-"),
+                          stream={"max_offsets_per_trigger": cap})
+    app = StreamingApp(spark, run_cfg, trigger=f"{int(trigger_s * 1000)} milliseconds",
+                       archive_trigger="10 seconds")
+    t0 = time.perf_counter()
+    app.start()
+    try:
+        while consumed(app.queries["speed"]) < total or consumed(app.queries["archive"]) < total:
+            for name, q in app.queries.items():
+                if not q.isActive:
+                    raise RuntimeError(f"query {name} stopped: {q.exception()}")
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        durations = [p["durationMs"]["triggerExecution"] for p in app.queries["speed"].recentProgress
+                     if p["numInputRows"] > 0]
+    finally:
+        app.stop()
+    return {"events_per_s": total / elapsed, "batches": len(durations),
+            "batch_ms_p50": statistics.median(durations) if durations else None,
+            "batch_ms_max": max(durations) if durations else None}
+
+
+def freshness(spark, cfg, seconds: float, trigger_s: float) -> list[float]:
+    """Send one event every 100 ms with a new video id; time until HBase shows its count."""
+    from speed_layer.app import StreamingApp
+    from speed_layer.store import HBaseSpeedStore
+    from tally.producer import TallyProducer
+
+    run_cfg = cfg.replace(state_dir=tempfile.mkdtemp(prefix="bench-fresh-"))
+    app = StreamingApp(spark, run_cfg, trigger=f"{int(trigger_s * 1000)} milliseconds",
+                       archive_trigger="10 seconds")
+    app.start()
+    store = HBaseSpeedStore(run_cfg)
+    pending: dict[str, tuple[float, int]] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set() or pending:
+            with lock:
+                items = list(pending.items())
+            for vid, (sent, ts) in items:
+                if store.read_minutes(vid, "view", ts, ts + 1):
+                    with lock:
+                        pending.pop(vid, None)
+                    latencies.append(time.perf_counter() - sent)
+            time.sleep(0.05)
+            if done.is_set() and time.perf_counter() - end > 60:
+                break
+
+    try:
+        # Wait until the queries run a first batch.
+        while not app.queries["speed"].lastProgress:
+            time.sleep(0.2)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        producer = TallyProducer(run_cfg, linger_ms=0)
+        stop_at = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < stop_at:
+            vid = f"fresh-{uuid.uuid4().hex[:12]}"
+            ts = int(time.time() * 1000)
+            producer.send_event({"event_id": vid, "video_id": vid, "event_type": "view", "ts": ts}).get(10)
+            with lock:
+                pending[vid] = (time.perf_counter(), ts)
+            i += 1
+            time.sleep(0.1)
+        producer.close()
+        end = time.perf_counter()
+        done.set()
+        poller.join(90)
+    finally:
+        app.stop()
+    return latencies
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--trigger-s", type=float, default=2.0)
+    ap.add_argument("--freshness-s", type=float, default=30.0)
+    args = ap.parse_args()
+
+    from tally import log
+    from tally.spark import build_session
+
+    log.setup("WARNING", quiet=True)
+    u = uuid.uuid4().hex[:8]
+    cfg = load_config(overrides={"state_dir": tempfile.mkdtemp(prefix="bench-"),
+                                 "kafka": {"topic": f"bench.speed.{u}", "dlq_topic": f"bench.speed.{u}.dlq"},
+                                 "hbase": {"table_prefix": f"bench{u}"}})
+    create_topics(cfg)
+    create_tables(cfg)
+    print(f"producing {args.events:,} events (1% retries, 0.2% invalid) ...", flush=True)
+    run_generate(cfg, GeneratorOptions(events=args.events, videos=10_000, start="2026-11-20", days=2,
+                                       seed=5, duplicates=0.01, invalid=0.002), kafka=True)
+    total = sum(end_offsets(cfg).values())
+    spark = build_session(cfg, "tally-bench-speed")
+    refs, speeds = [], []
+    for r in range(args.runs):
+        refs.append(reference_run(spark, cfg, total))
+        print(f"run {r + 1}: reference (Kafka -> no-op sink)   {refs[-1]:>10,.0f} events/s", flush=True)
+        res = speed_run(spark, cfg, total, args.trigger_s)
+        speeds.append(res["events_per_s"])
+        print(f"run {r + 1}: speed layer (+archive, +dlq)      {res['events_per_s']:>10,.0f} events/s "
+              f"({res['batches']} batches, p50 {res['batch_ms_p50']} ms)", flush=True)
+    ref, speed = statistics.median(refs), statistics.median(speeds)
+    print(f"median: speed layer {speed:,.0f} events/s, reference {ref:,.0f} events/s, "
+          f"ratio {speed / ref:.2f}")
+    # Sustained: a per-trigger cap at 80% of the catch-up rate; batches must end within the trigger.
+    rate = int(speed * 0.8)
+    sus = speed_run(spark, cfg, total, args.trigger_s, cap=int(rate * args.trigger_s))
+    ok = sus["batch_ms_p50"] is not None and sus["batch_ms_p50"] < args.trigger_s * 1000
+    print(f"sustained at {rate:,} events/s (cap {int(rate * args.trigger_s):,} per {args.trigger_s}s "
+          f"trigger): batch p50 {sus['batch_ms_p50']} ms, max {sus['batch_ms_max']} ms -> "
+          f"{'below' if ok else 'NOT below'} the trigger interval")
+    lat = freshness(spark, cfg, args.freshness_s, args.trigger_s)
+    if lat:
+        print(f"freshness over {len(lat)} events (trigger {args.trigger_s}s): "
+              f"p50 {pct(lat, 0.5):.2f} s, p99 {pct(lat, 0.99):.2f} s")
+    print(f"goals: >= 20,000 events/s sustained: {'met' if ok and rate >= 20_000 else 'NOT met'}; "
+          f">= 0.5 of reference: {'met' if speed / ref >= 0.5 else 'NOT met'}; "
+          f"freshness p99 <= 10 s: {'met' if lat and pct(lat, 0.99) <= 10 else 'NOT met'}")
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
