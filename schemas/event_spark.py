@@ -44,17 +44,22 @@ def days_in_month(y: Column, m: Column) -> Column:
 
 
 def rfc3339_ms(s: Column) -> Column:
-    """Epoch ms of an RFC 3339 string column, NULL where it is not one (truncated to ms)."""
-    g = [F.regexp_extract(s, RFC3339, i) for i in range(12)]
-    y, mo, d, hh, mi, ss = (_int(g[i]) for i in range(1, 7))
-    frac_ms = _int(F.rpad(F.substring(F.concat(g[7], F.lit("000")), 1, 3), 3, "0"))
-    zulu = g[8].isin("Z", "z")
-    sign = F.when(g[9] == "-", -1).otherwise(1)
-    oh = F.when(zulu, 0).otherwise(_int(g[10]))
-    om = F.when(zulu, 0).otherwise(_int(g[11]))
-    valid = (s.rlike(f"^{RFC3339}\\z") & mo.between(1, 12) & (d >= 1)
-             & (d <= days_in_month(y, mo)) & (hh <= 23) & (mi <= 59) & (ss <= 59)
-             & (oh <= 23) & (om <= 59))
+    """Epoch ms of an RFC 3339 string column, NULL where it is not one (truncated to ms).
+
+    One regex decides the form; it fixes where the date, the time and the zone stand, so the
+    parts are read by position (as :func:`schemas.event.parse_rfc3339_ms` does)."""
+    matched = s.rlike(f"^{RFC3339}\\z")
+    y, mo, d = _int(F.substring(s, 1, 4)), _int(F.substring(s, 6, 2)), _int(F.substring(s, 9, 2))
+    hh, mi, ss = _int(F.substring(s, 12, 2)), _int(F.substring(s, 15, 2)), _int(F.substring(s, 18, 2))
+    zulu = F.substring(s, -1, 1).isin("Z", "z")
+    zone_len = F.when(zulu, 1).otherwise(6)
+    frac = F.when(F.substring(s, 20, 1) == ".", s.substr(F.lit(21), F.length(s) - 20 - zone_len))
+    frac_ms = _int(F.rpad(F.coalesce(frac, F.lit("")), 3, "0"))
+    sign = F.when(F.substring(s, -6, 1) == "-", -1).otherwise(1)
+    oh = F.when(zulu, 0).otherwise(_int(F.substring(s, -5, 2)))
+    om = F.when(zulu, 0).otherwise(_int(F.substring(s, -2, 2)))
+    valid = (matched & mo.between(1, 12) & (d >= 1) & (d <= days_in_month(y, mo)) & (hh <= 23)
+             & (mi <= 59) & (ss <= 59) & (oh <= 23) & (om <= 59))
     seconds = days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss
     ms = seconds * 1000 + frac_ms - sign * (oh * 60 + om) * 60000
     return F.when(valid, ms.cast("long"))
@@ -84,16 +89,28 @@ def _json_columns(raw: Column) -> list[dict[str, Column]]:
     ]
 
 
-def _field_columns(f: Field) -> dict[str, Column]:
-    """The JSON type of a field and its value read as the type its rules need."""
-    v = F.col("_v")
-    path = f"$.{f.name}"
-    cols = {f"_t_{f.name}": F.schema_of_variant(F.variant_get(v, path, "variant"))}
-    if f.kind in ("string", "timestamp"):
-        cols[f"_s_{f.name}"] = F.try_variant_get(v, path, "string")
-    if f.kind in ("integer", "timestamp"):
-        cols[f"_i_{f.name}"] = F.try_variant_get(v, path, "bigint")
-    return cols
+def _field_stages() -> list[dict[str, Column]]:
+    """Columns per field: its JSON type (``_t_``) and its text (``_s_``).
+
+    The VARIANT gives each field's JSON type: the object is cast once to a struct of small
+    variants (one pass over the object, not one lookup per field). The text comes from one
+    ``from_json`` pass with every field as a string, which yields a JSON string's unescaped value
+    and a number's own digits; it is only read where the type says what the text is."""
+    struct = "struct<" + ",".join(f"`{f.name}`: variant" for f in FIELDS) + ">"
+    texts = "struct<" + ",".join(f"`{f.name}`: string" for f in FIELDS) + ">"
+    first = {"_f": F.try_variant_get(F.col("_v"), "$", struct),
+             "_x": F.when(F.col("_v").isNotNull(), F.from_json(F.col("_json"), texts))}
+    second: dict[str, Column] = {}
+    for f in FIELDS:
+        jtype = F.schema_of_variant(F.col("_f")[f.name])
+        second[f"_t_{f.name}"] = jtype
+        second[f"_s_{f.name}"] = F.col("_x")[f.name]
+    return [first, second]
+
+
+def _integer(f: Field) -> Column:
+    """A field's value where its JSON type is a 64-bit integer (its text is then its digits)."""
+    return F.when(F.col(f"_t_{f.name}") == "BIGINT", F.col(f"_s_{f.name}").try_cast("long"))
 
 
 def _rules(f: Field, clock_ms: Column, types: tuple[str, ...],
@@ -118,7 +135,7 @@ def _rules(f: Field, clock_ms: Column, types: tuple[str, ...],
             rules.append((present & ~value.isin(*types), reason(f.name, rule_enum(types))))
         return rules, value
     if f.kind == "integer":
-        value = F.col(f"_i_{f.name}")
+        value = _integer(f)
         rules.append((present & (jtype != "BIGINT"), reason(f.name, rule_type(f))))
         rules.append((present & ~value.between(f.minimum, f.maximum), reason(f.name, rule_range(f))))
         if f.default is not None:
@@ -149,12 +166,10 @@ def validate_events(df: DataFrame, value_col: str = "value", clock_col: str = "t
     staged = df
     for stage in _json_columns(F.col(value_col)):
         staged = staged.withColumns(stage)
-    field_cols: dict[str, Column] = {}
-    for f in FIELDS:
-        field_cols.update(_field_columns(f))
-    staged = staged.withColumns(field_cols)
+    for stage in _field_stages():
+        staged = staged.withColumns(stage)
     staged = staged.withColumns({
-        f"_ms_{f.name}": F.when(F.col(f"_t_{f.name}") == "BIGINT", F.col(f"_i_{f.name}"))
+        f"_ms_{f.name}": F.when(F.col(f"_t_{f.name}") == "BIGINT", _integer(f))
                           .when(F.col(f"_t_{f.name}") == "STRING", rfc3339_ms(F.col(f"_s_{f.name}")))
         for f in FIELDS if f.kind == "timestamp"})
     rules: list[tuple[Column, str]] = [
