@@ -11,30 +11,42 @@ import argparse
 import sys
 
 
-def main(argv: list[str] | None = None, master: str | None = "submit") -> int:
-    from schemas.config import load_config
+def run_stream(cfg, master: str | None, trigger: str | None = None,
+               archive_trigger: str | None = None, until_idle_s: float | None = None) -> int:
+    """Build the session, run the streaming app until stopped, stop the session. Shared by
+    ``tally stream`` (master from the config) and spark-submit (master from spark-submit)."""
     from speed_layer.app import StreamingApp
+    from tally.spark import build_session
+
+    spark = build_session(cfg, "tally-stream", master=master)
+    app = StreamingApp(spark, cfg, trigger=_duration(trigger),
+                       archive_trigger=_duration(archive_trigger), until_idle_s=until_idle_s)
+    app.install_signal_handlers()
+    try:
+        app.start()
+        return app.run()
+    finally:
+        spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from schemas.config import load_config
     from tally import log
     from tally.errors import TallyError
-    from tally.spark import build_session
 
     ap = argparse.ArgumentParser(prog="stream")
     ap.add_argument("--config")
     ap.add_argument("--state-dir")
-    ap.add_argument("--trigger", help="speed trigger interval, e.g. '2 seconds'")
-    ap.add_argument("--archive-trigger", help="archive trigger interval, e.g. '60 seconds'")
+    ap.add_argument("--trigger", help="speed trigger interval, e.g. '2s'")
+    ap.add_argument("--archive-trigger", help="archive trigger interval, e.g. '60s'")
     ap.add_argument("--until-idle", type=float, help="stop after this many seconds without input")
     ap.add_argument("-v", "--verbose", action="count", default=0)
     args = ap.parse_args(argv)
     log.setup("INFO" if args.verbose else "WARNING")
     try:
         cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
-        spark = build_session(cfg, "tally-stream", master=master)
-        app = StreamingApp(spark, cfg, trigger=_duration(args.trigger),
-                           archive_trigger=_duration(args.archive_trigger), until_idle_s=args.until_idle)
-        app.install_signal_handlers()
-        app.start()
-        return app.run()
+        return run_stream(cfg, master="submit", trigger=args.trigger,
+                          archive_trigger=args.archive_trigger, until_idle_s=args.until_idle)
     except TallyError as exc:
         print(f"tally stream: error: {exc}", file=sys.stderr)
         return 1

@@ -40,9 +40,6 @@ def cmd_stack(args: argparse.Namespace, cfg: TallyConfig) -> int:
     if args.action == "down":
         stopped = stack.down()
         log.progress(f"stack down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
-        if "s3" in stopped:
-            log.progress("note: the local S3 endpoint (moto) keeps data in memory only; "
-                         "what was stored on it is gone. The file:// lake is kept.")
         return 0
     status = stack.status()
     if args.json:
@@ -79,19 +76,10 @@ def _summary_line(s: dict[str, Any]) -> str:
 
 @command("stream")
 def cmd_stream(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from jobs.stream import _duration
-    from speed_layer.app import StreamingApp
-    from tally.spark import build_session
+    from jobs.stream import run_stream
 
-    spark = build_session(cfg, "tally-stream")
-    app = StreamingApp(spark, cfg, trigger=_duration(args.trigger),
-                       archive_trigger=_duration(args.archive_trigger), until_idle_s=args.until_idle)
-    app.install_signal_handlers()
-    try:
-        app.start()
-        return app.run()
-    finally:
-        spark.stop()
+    return run_stream(cfg, master=None, trigger=args.trigger,
+                      archive_trigger=args.archive_trigger, until_idle_s=args.until_idle)
 
 
 @command("jars")

@@ -1,7 +1,7 @@
 """Structured, quiet-by-default logging and the progress lines long commands print.
 
 Log records are one line each: ``time level logger message key=value ...``. The default level
-is WARNING; ``-v`` on the command line (or ``TALLY_LOG_LEVEL``... via ``--log-level``) raises it.
+is WARNING; ``-v`` on the command line raises it to INFO, ``-vv`` to DEBUG.
 Progress that a person waits for (stack start, generator, batch) goes to stderr through
 :func:`progress`, independent of the log level, and is silenced with ``--quiet``.
 """

@@ -393,12 +393,14 @@ class Stack:
                 chunks.append(f"--- {path}\n" + "\n".join(text[-lines:]))
         return "\n".join(chunks) or "(no log output)"
 
-    def _start(self, part: Part) -> int:
+    def _check_ports(self, part: Part) -> None:
         for port in part.ports:
             if not port_free("127.0.0.1", port):
                 raise PortInUseError(
                     f"{part.name}: port {port} is held by {holder_of(port)}; stop it or "
                     f"configure another port (see README, 'Ports')")
+
+    def _start(self, part: Part) -> int:
         part.prepare()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_dir / f"{part.name}.out", "ab")
@@ -434,11 +436,7 @@ class Stack:
         # Check every port first, so that a held port refuses before anything is started.
         for part in self.parts.values():
             if self.pid(part.name) is None:
-                for port in part.ports:
-                    if not port_free("127.0.0.1", port):
-                        raise PortInUseError(
-                            f"{part.name}: port {port} is held by {holder_of(port)}; stop it or "
-                            f"configure another port (see README, 'Ports')")
+                self._check_ports(part)
         for part in self.parts.values():
             if self.pid(part.name) is None:
                 pid = self._start(part)
@@ -477,7 +475,8 @@ class Stack:
             self._stop_pid(name, pid)
             self.pid_file(name).unlink(missing_ok=True)
             stopped.append(name)
-            note = " (its buckets and objects were in memory only and are gone)" if name == "s3" else ""
+            note = (" (it keeps data in memory only: its buckets and objects are gone; "
+                    "the file:// lake is kept)") if name == "s3" else ""
             log.progress(f"  {name:<13} stopped{note}")
         return stopped
 
