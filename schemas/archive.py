@@ -41,6 +41,7 @@ ARCHIVE_COLUMNS: tuple[Column, ...] = tuple(
     Column("event_hour", "int32", False),         # partition column: UTC hour of ts
 )
 ARCHIVE_PARTITION_COLUMNS = ("event_date", "event_hour")
+ARCHIVE_KEY = "raw/events"  # the archive's place in the lake
 
 VIEW_COLUMNS: tuple[Column, ...] = (
     Column("video_id", "string", False),

@@ -41,3 +41,10 @@ def aggregate(events: DataFrame, granularity: str = "minute") -> DataFrame:
     return (events.groupBy(*KEYS, bucket(granularity).alias("bucket"))
             .agg(F.count(F.lit(1)).alias("count"), F.sum("watch_ms").cast("long").alias("watch_ms"))
             .select(*KEYS, F.col("bucket.start").alias("bucket_start"), "count", "watch_ms"))
+
+
+def rollup(view: DataFrame, granularity: str) -> DataFrame:
+    """A coarser view from a finer one: the sums of its buckets (counts of distinct events add up,
+    since an event lies in exactly one bucket)."""
+    return (view.groupBy(*KEYS, F.date_trunc(granularity, "bucket_start").alias("bucket_start"))
+            .agg(F.sum("count").cast("long").alias("count"), F.sum("watch_ms").cast("long").alias("watch_ms")))

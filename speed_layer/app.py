@@ -73,17 +73,6 @@ class CheckpointLock:
             self._fh = None
 
 
-def lake_path(cfg: TallyConfig, *parts: str) -> str:
-    uri = cfg.lake_uri
-    if uri.startswith("s3://"):
-        uri = "s3a://" + uri[len("s3://"):]
-    return "/".join([uri, *parts])
-
-
-def archive_path(cfg: TallyConfig) -> str:
-    return lake_path(cfg, "raw", "events")
-
-
 @dataclass
 class ProgressState:
     """What the listener keeps between progress events."""
@@ -248,14 +237,10 @@ class StreamingApp:
                 .trigger(processingTime=self.trigger).start())
 
     def _start_archive(self):
+        from speed_layer import archive
+
         rows = transform.archive_rows(transform.valid(self._source()))
-        return (rows.writeStream.queryName("archive").format("parquet")
-                .partitionBy("event_date", "event_hour")
-                .option("path", archive_path(self.cfg))
-                .option("checkpointLocation", str(self.checkpoints / "archive"))
-                # Bounded sink metadata: entries of files older than this are dropped at
-                # compaction of the _spark_metadata log (the files themselves stay).
-                .option("retention", "30d")
+        return (archive.write_stream(rows, self.cfg, self.checkpoints / "archive")
                 .trigger(processingTime=self.archive_trigger).start())
 
     def _start_dlq(self):

@@ -63,7 +63,7 @@ def cmd_generate(args: argparse.Namespace, cfg: TallyConfig) -> int:
         late=args.late, duplicates=args.duplicates, invalid=args.invalid,
         watermark_ms=args.watermark_ms)
     summary = run_generate(cfg, opts, truth=args.truth, out=args.out, kafka=args.kafka,
-                           rate=args.rate, topic=args.topic)
+                           rate=args.rate, topic=args.topic, archive_out=args.archive_out)
     print(json.dumps(summary, indent=2) if args.json else _summary_line(summary))
     return 0
 
@@ -89,6 +89,55 @@ def cmd_jars(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
     ensure_jars(cfg)
     print(",".join(connector_jars(cfg)))
+    return 0
+
+
+# archive, batch, reprocess, rollback, audit -----------------------------------------------------
+
+@command("archive")
+def cmd_archive(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from tally.spark import build_session
+
+    spark = build_session(cfg, "tally-archive", with_jars=cfg.lake_uri.startswith("s3"))
+    try:
+        from speed_layer.archive import import_files
+
+        import_files(spark, cfg, args.source)
+    finally:
+        spark.stop()
+    return 0
+
+
+@command("batch")
+def cmd_batch(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from batch_layer.job import yesterday
+    from jobs.batch import parse_day, run_batch
+
+    return run_batch(cfg, None, [parse_day(args.date, "--date") if args.date else yesterday()])
+
+
+@command("reprocess")
+def cmd_reprocess(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from batch_layer.job import days_between
+    from jobs.batch import parse_day, run_batch
+
+    first, last = parse_day(args.first, "--from"), parse_day(args.last, "--to")
+    if last < first:
+        raise TallyError("--to: must not be before --from")
+    return run_batch(cfg, None, days_between(first, last))
+
+
+@command("rollback")
+def cmd_rollback(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from batch_layer.catalog import Catalog
+    from jobs.batch import parse_day
+
+    day = parse_day(args.date, "--date").isoformat()
+    catalog = Catalog(cfg)
+    before = catalog.current(day)
+    result = catalog.rollback(day)
+    print(f"{day}: version {result.version} published again (was {before['version']}), "
+          f"entry {result.seq}")
     return 0
 
 
@@ -145,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     dest = g.add_mutually_exclusive_group()
     dest.add_argument("--out", help="write JSON lines in sending order")
     dest.add_argument("--kafka", action="store_true", help="send to Kafka through the producer")
+    dest.add_argument("--archive-out", metavar="DIR",
+                      help="write the valid records as archive-format Parquet files (input of "
+                           "`tally archive import`)")
     g.add_argument("--rate", type=float, default=0.0, help="events/s when sending (0: as fast as possible)")
     g.add_argument("--topic", help="topic to send to (default kafka.topic)")
     g.add_argument("--json", action="store_true", help="summary as JSON")
@@ -155,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--archive-trigger", help="archive trigger interval (default 60s)")
     s.add_argument("--until-idle", type=float, metavar="S",
                    help="stop after S seconds without new input")
+
+    a = sub.add_parser("archive", parents=[common], help="load archive-format Parquet into the raw archive")
+    a.add_argument("action", choices=["import"])
+    a.add_argument("source", help="directory (file path or s3:// URI) of archive-format Parquet files")
+
+    b = sub.add_parser("batch", parents=[common], help="the nightly batch job for one UTC day")
+    b.add_argument("--date", help="the UTC day, YYYY-MM-DD (default: yesterday)")
+    r = sub.add_parser("reprocess", parents=[common], help="recompute batch views for a day range")
+    r.add_argument("--from", dest="first", required=True, help="first UTC day, YYYY-MM-DD")
+    r.add_argument("--to", dest="last", required=True, help="last UTC day (inclusive)")
+    rb = sub.add_parser("rollback", parents=[common], help="publish the previous version of a day again")
+    rb.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
 
     sub.add_parser("jars", parents=[common],
                    help="the connector jars to pass to spark-submit --jars (comma-separated)")

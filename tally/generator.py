@@ -326,7 +326,7 @@ def build_traffic(cfg: TallyConfig, opts: GeneratorOptions) -> Traffic:
 
 def run_generate(cfg: TallyConfig, opts: GeneratorOptions, truth: str | None = None,
                  out: str | None = None, kafka: bool = False, rate: float = 0.0,
-                 topic: str | None = None) -> dict[str, Any]:
+                 topic: str | None = None, archive_out: str | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     traffic = build_traffic(cfg, opts)
     if truth:
@@ -336,6 +336,8 @@ def run_generate(cfg: TallyConfig, opts: GeneratorOptions, truth: str | None = N
     sent = 0
     if out or kafka:
         sent = _emit(cfg, traffic, out=out, kafka=kafka, rate=rate, topic=topic)
+    elif archive_out:
+        sent = write_archive_rows(cfg, traffic, archive_out)
     elapsed = time.monotonic() - t0
     return {
         "valid_distinct": opts.events,
@@ -391,3 +393,67 @@ def _emit(cfg: TallyConfig, traffic: Traffic, out: str | None, kafka: bool, rate
         if producer is not None:
             producer.close(timeout_s=5)
     return sent
+
+
+def write_archive_rows(cfg: TallyConfig, traffic: Traffic, out_dir: str,
+                       chunk: int = 500_000) -> int:
+    """The valid records of ``traffic`` (retries included, in sending order) as Parquet files in
+    the raw archive's row format, as if they had gone through Kafka (partition by the producer's
+    key hash, offsets in order per partition, the send key as the Kafka timestamp).
+
+    This is staging input for ``tally archive import``, which writes it into the archive through
+    Spark's file sink: a fast way to build large archives for the batch layer's tests and
+    benchmark without the streaming job.
+    """
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from kafka.partitioner.default import murmur2
+    from tqdm import tqdm
+
+    from schemas.archive import ARCHIVE_COLUMNS, arrow_schema
+
+    columns = tuple(c for c in ARCHIVE_COLUMNS if c.name not in ("event_date", "event_hour"))
+    schema = arrow_schema(columns)
+    os.makedirs(out_dir, exist_ok=True)
+    parts = cfg.kafka.partitions
+    video_part = np.array([(murmur2(v.encode()) & 0x7FFFFFFF) % parts for v in traffic.videos])
+    valid = traffic.send_kind != 2
+    idx = traffic.send_idx[valid]
+    part = video_part[traffic.video_idx[idx]]
+    # The offset of each record: its rank among the records of its partition, in sending order.
+    offset = np.empty(len(idx), np.int64)
+    for p in range(parts):
+        at = np.flatnonzero(part == p)
+        offset[at] = np.arange(len(at))
+    kafka_ts = traffic.ts[idx]  # event-time order is the sending order but for late ones
+    written = 0
+    bar = tqdm(total=len(idx), unit="rec", unit_scale=True, mininterval=1.0, disable=log._QUIET,
+               desc="archive rows", leave=False)
+    try:
+        for n, lo in enumerate(range(0, len(idx), chunk)):
+            hi = min(lo + chunk, len(idx))
+            events = [traffic.event(int(i)) for i in idx[lo:hi]]
+            cols: dict[str, Any] = {
+                "event_id": [e["event_id"] for e in events],
+                "video_id": [e["video_id"] for e in events],
+                "event_type": [e["event_type"] for e in events],
+                "ts": pa.array(traffic.ts[idx[lo:hi]] * 1000, pa.timestamp("us", tz="UTC")),
+                "watch_ms": [e.get("watch_ms") for e in events],
+                "user_id": [e.get("user_id") for e in events],
+                "country": [e.get("country") for e in events],
+                "device": [e.get("device") for e in events],
+                "schema_version": pa.array(np.ones(hi - lo, np.int32)),
+                "json": [to_json(e).decode() for e in events],
+                "kafka_partition": part[lo:hi].astype(np.int32),
+                "kafka_offset": offset[lo:hi],
+                "kafka_timestamp": pa.array(kafka_ts[lo:hi] * 1000, pa.timestamp("us", tz="UTC")),
+            }
+            table = pa.table({c.name: cols[c.name] for c in columns}, schema=schema)
+            pq.write_table(table, os.path.join(out_dir, f"part-{n:05d}.parquet"))
+            written += hi - lo
+            bar.update(hi - lo)
+    finally:
+        bar.close()
+    return written

@@ -111,9 +111,13 @@ def s3a_conf(cfg: TallyConfig) -> dict[str, str]:
 
 def build_session(cfg: TallyConfig, app_name: str, master: str | None = None,
                   extra: Mapping[str, Any] | None = None, with_jars: bool = True):
-    from pyspark.sql import SparkSession
-
     import sys
+    import warnings
+
+    # pyspark 4.2 warns on every start that it does not fully support pandas 3; Tally does not
+    # use pandas-on-Spark or Arrow UDFs, so this is noise on the terminal.
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+    from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)

@@ -102,9 +102,9 @@ def hbase_minutes(cfg: TallyConfig) -> dict[tuple[str, str, int], tuple[int, int
 
 
 def read_archive(spark, cfg: TallyConfig):
-    from speed_layer.app import archive_path
+    from speed_layer.archive import archive_uri
 
-    return spark.read.parquet(archive_path(cfg))
+    return spark.read.parquet(archive_uri(cfg))
 
 
 def dlq_records(cfg: TallyConfig, expected: int, timeout_s: float = 60):

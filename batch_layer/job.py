@@ -1,0 +1,153 @@
+"""The batch job: one UTC day of the raw archive to a verified, atomically published version of
+its minute, hour and day views; and the reprocessing of a range of days.
+
+Steps for a day: list the input from the archive sink's log, remove duplicate ``event_id``s,
+aggregate, write the views under a new version path, read them back and verify them (schema, row
+counts, totals against the input's distinct events), publish through the catalog, and remove old
+versions. Nothing a reader can see changes before the publication step, so a run killed at any
+point leaves the previously published version in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from batch_layer import source, transform
+from batch_layer.catalog import Catalog, PublishError, new_version, now_rfc3339, version_key
+from schemas.archive import VIEW_COLUMNS, spark_schema
+from schemas.config import TallyConfig
+from tally import log
+from tally.lake import spark_uri
+
+LOG = log.get("batch")
+
+
+class VerificationError(PublishError):
+    """A written version does not match what was computed; it is not published."""
+
+
+@dataclass
+class DayResult:
+    day: str
+    version: str
+    published: bool
+    reason: str
+    events: int
+    watch_ms: int
+    raw_rows: int
+    seconds: float
+    rows: dict[str, int]
+
+    def line(self) -> str:
+        state = "published" if self.published else f"not published ({self.reason})"
+        return (f"{self.day}: {self.events:,} events from {self.raw_rows:,} raw rows, version "
+                f"{self.version} {state} in {self.seconds:.1f}s")
+
+
+def _fault(point: str) -> None:
+    """Fault injection for the crash tests: ``TALLY_FAULT_KILL_BATCH=<point>`` kills the process."""
+    if os.environ.get("TALLY_FAULT_KILL_BATCH") == point:
+        log.progress(f"fault injection: SIGKILL at {point}")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def yesterday() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+
+
+def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = None) -> DayResult:
+    t0 = time.monotonic()
+    catalog = catalog or Catalog(cfg)
+    name = day.isoformat()
+    inp = source.day_input(cfg, day, catalog.store)
+    log.progress(f"batch {name}: input {len(inp.files)} archive files, {inp.bytes / 1e6:.1f} MB")
+    raw = source.read_input(spark, inp).select(
+        "event_id", "video_id", "event_type", "ts", "watch_ms", "kafka_partition", "kafka_offset")
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    minute = transform.minute_view(transform.distinct_events(raw)).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        views = transform.views_from_minutes(minute)
+        stats = raw.agg(F.count(F.lit(1)).alias("rows"),
+                        F.count_distinct("event_id").alias("distinct")).first()
+        raw_rows, distinct = int(stats["rows"]), int(stats["distinct"])
+        expected = {g: transform.view_stats(v) for g, v in views.items()}
+        version = new_version()
+        base = spark_uri(catalog.store.url(version_key(name, version)))
+        log.progress(f"batch {name}: writing version {version}")
+        for g in transform.VIEWS:
+            (views[g].orderBy("video_id", "event_type", "bucket_start")
+             .write.mode("errorifexists").parquet(f"{base}/{g}"))
+            if g == "minute":
+                _fault("write")
+    finally:
+        minute.unpersist()
+
+    files = _verify(spark, catalog, name, version, expected, distinct)
+    events_n, watch = expected["minute"][1], expected["minute"][2]
+    record: dict[str, Any] = {
+        "version": version,
+        "computed_at": now_rfc3339(),
+        "input": {**inp.describe(), "raw_rows": raw_rows, "distinct_events": distinct},
+        "totals": {"events": events_n, "watch_ms": watch},
+        "views": {g: {"rows": expected[g][0], "files": files[g]} for g in transform.VIEWS},
+        "job": {"host": socket.gethostname(), "app_id": spark.sparkContext.applicationId},
+    }
+    _fault("publish")
+    result = catalog.publish(name, record)
+    if not result.published:
+        log.progress(f"batch {name}: not published: {result.reason}")
+    catalog.cleanup(name)
+    return DayResult(name, version, result.published, result.reason, events_n, watch, raw_rows,
+                     time.monotonic() - t0, {g: expected[g][0] for g in transform.VIEWS})
+
+
+def _verify(spark, catalog: Catalog, day: str, version: str,
+            expected: dict[str, tuple[int, int, int]], distinct: int) -> dict[str, list[str]]:
+    """Read the written version back; returns its files per view (relative to the lake)."""
+    want_schema = spark_schema(VIEW_COLUMNS)
+    files: dict[str, list[str]] = {}
+    for g in transform.VIEWS:
+        prefix = f"{version_key(day, version)}/{g}/"
+        files[g] = [k for k in catalog.store.list(prefix) if k.endswith(".parquet")]
+        if files[g]:
+            df = spark.read.parquet(*[spark_uri(catalog.store.url(k)) for k in files[g]])
+            got_schema = [(f.name, f.dataType) for f in df.schema.fields]
+            if got_schema != [(f.name, f.dataType) for f in want_schema.fields]:
+                raise VerificationError(f"{day} {g}: written schema {got_schema} is not the view schema")
+            got = transform.view_stats(df)
+        else:
+            got = (0, 0, 0)
+        if got != expected[g]:
+            raise VerificationError(f"{day} {g}: wrote (rows, events, watch_ms) = {got}, "
+                                    f"computed {expected[g]}")
+    if expected["minute"][1] != distinct:
+        raise VerificationError(f"{day}: views count {expected['minute'][1]} events, the input "
+                                f"has {distinct} distinct event_ids")
+    return files
+
+
+def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
+    if last < first:
+        raise ValueError("--to: must not be before --from")
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def run_days(spark, cfg: TallyConfig, days: list[dt.date]) -> list[DayResult]:
+    """Each day computed and published on its own; progress after each."""
+    catalog = Catalog(cfg)
+    results = []
+    t0 = time.monotonic()
+    for i, day in enumerate(days, 1):
+        r = run_day(spark, cfg, day, catalog)
+        results.append(r)
+        eta = (time.monotonic() - t0) / i * (len(days) - i)
+        log.progress(f"[{i}/{len(days)}] {r.line()}" + (f"; about {eta:.0f}s left" if i < len(days) else ""))
+    return results
