@@ -13,7 +13,9 @@ import json
 import re
 from dataclasses import dataclass
 
-from schemas.archive import ARCHIVE_COLUMNS, ARCHIVE_KEY, ARCHIVE_PARTITION_COLUMNS, spark_schema
+from schemas.archive import (
+    ARCHIVE_COLUMNS, ARCHIVE_KEY, ARCHIVE_PARTITION_COLUMNS, IMPORTS_KEY, spark_schema,
+)
 from schemas.config import TallyConfig
 from tally.lake import LakeStore, lake_store, spark_uri
 
@@ -83,11 +85,22 @@ def committed_files(store: LakeStore, archive_key: str = ARCHIVE_KEY) -> list[Ar
     return sorted(files.values(), key=lambda f: f.path)
 
 
+def sink_roots(store: LakeStore) -> list[str]:
+    """The archive's file sinks: the streaming job's and one per import."""
+    roots = {ARCHIVE_KEY}
+    for key in store.list(f"{IMPORTS_KEY}/"):
+        head, sep, _ = key.partition("/_spark_metadata/")
+        if sep:
+            roots.add(head)
+    return sorted(roots)
+
+
 def day_input(cfg: TallyConfig, day: dt.date, store: LakeStore | None = None) -> DayInput:
     store = store or lake_store(cfg)
     listed_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     marker = f"/event_date={day.isoformat()}/"
-    files = tuple(f for f in committed_files(store) if marker in f.path)
+    files = tuple(f for root in sink_roots(store) for f in committed_files(store, root)
+                  if marker in f.path)
     return DayInput(day.isoformat(), files, listed_at)
 
 

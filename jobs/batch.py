@@ -23,7 +23,22 @@ def parse_day(text: str, option: str) -> dt.date:
         raise ConfigError(f"{option}: must be a UTC day as YYYY-MM-DD, got {text!r}") from None
 
 
-def run_batch(cfg, master: str | None, days: list[dt.date]) -> int:
+def batch_days(date: str | None, days_back: int) -> list[dt.date]:
+    """``--date D`` (default yesterday), or with ``--days-back N`` the N days before today."""
+    from batch_layer.job import yesterday
+    from tally.errors import ConfigError
+
+    if days_back:
+        if date:
+            raise ConfigError("--days-back: not with --date")
+        if days_back < 0:
+            raise ConfigError("--days-back: must be >= 1")
+        last = yesterday()
+        return [last - dt.timedelta(days=i) for i in range(days_back - 1, -1, -1)]
+    return [parse_day(date, "--date") if date else yesterday()]
+
+
+def run_batch(cfg, master: str | None, days: list[dt.date], skip_unchanged: bool = False) -> int:
     """Build the session, compute and publish each day, stop the session. Shared by ``tally
     batch``/``tally reprocess`` (master from the config) and spark-submit (its own master).
     Exits 0 when every day was published (or a newer version already was), 1 otherwise."""
@@ -32,7 +47,7 @@ def run_batch(cfg, master: str | None, days: list[dt.date]) -> int:
 
     spark = build_session(cfg, "tally-batch", master=master)
     try:
-        results = run_days(spark, cfg, days)
+        results = run_days(spark, cfg, days, skip_unchanged=skip_unchanged)
     finally:
         spark.stop()
     for r in results:
@@ -41,7 +56,7 @@ def run_batch(cfg, master: str | None, days: list[dt.date]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from batch_layer.job import days_between, yesterday
+    from batch_layer.job import days_between
     from schemas.config import load_config
     from tally import log
     from tally.errors import TallyError
@@ -52,18 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--date", help="the UTC day (default: yesterday)")
     ap.add_argument("--from", dest="first", help="first day of a reprocessing range")
     ap.add_argument("--to", dest="last", help="last day of a reprocessing range (inclusive)")
+    ap.add_argument("--days-back", type=int, default=0, metavar="N",
+                    help="the nightly form: the N days before today, each recomputed only if its "
+                         "archive input changed since it was published")
     ap.add_argument("-v", "--verbose", action="count", default=0)
     args = ap.parse_args(argv)
     log.setup("INFO" if args.verbose else "WARNING")
     try:
         cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
         if args.first or args.last:
-            if not (args.first and args.last) or args.date:
-                raise TallyError("--from and --to go together, without --date")
+            if not (args.first and args.last) or args.date or args.days_back:
+                raise TallyError("--from and --to go together, without --date or --days-back")
             days = days_between(parse_day(args.first, "--from"), parse_day(args.last, "--to"))
-        else:
-            days = [parse_day(args.date, "--date") if args.date else yesterday()]
-        return run_batch(cfg, master="submit", days=days)
+            return run_batch(cfg, master="submit", days=days)
+        return run_batch(cfg, master="submit", days=batch_days(args.date, args.days_back),
+                         skip_unchanged=True)
     except TallyError as exc:
         print(f"tally batch: error: {exc}", file=sys.stderr)
         return 1

@@ -41,7 +41,8 @@ ARCHIVE_COLUMNS: tuple[Column, ...] = tuple(
     Column("event_hour", "int32", False),         # partition column: UTC hour of ts
 )
 ARCHIVE_PARTITION_COLUMNS = ("event_date", "event_hour")
-ARCHIVE_KEY = "raw/events"  # the archive's place in the lake
+ARCHIVE_KEY = "raw/events"  # the archive's place in the lake (the streaming job's file sink)
+IMPORTS_KEY = "raw/imports"  # one file sink per `tally archive import`, read along with it
 
 VIEW_COLUMNS: tuple[Column, ...] = (
     Column("video_id", "string", False),

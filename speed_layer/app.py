@@ -257,6 +257,9 @@ class StreamingApp:
         for lock in self.locks:
             lock.acquire()
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        from speed_layer.archive import check_sink_owner
+
+        check_sink_owner(self.cfg, self.checkpoints / "archive")
         self._listener = make_listener(self.cfg, self.state)
         self.spark.streams.addListener(self._listener)
         self.queries["archive"] = self._start_archive()

@@ -11,9 +11,12 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from schemas.archive import ARCHIVE_COLUMNS, ARCHIVE_KEY, ARCHIVE_PARTITION_COLUMNS, spark_schema
+from schemas.archive import (
+    ARCHIVE_COLUMNS, ARCHIVE_KEY, ARCHIVE_PARTITION_COLUMNS, IMPORTS_KEY, spark_schema,
+)
 from schemas.config import TallyConfig
 from tally import log
+from tally.errors import TallyError
 from tally.lake import spark_uri
 
 # Entries of files older than this are dropped from the sink's log when Spark compacts it (the
@@ -25,26 +28,60 @@ def archive_uri(cfg: TallyConfig) -> str:
     return spark_uri(f"{cfg.lake_uri}/{ARCHIVE_KEY}")
 
 
-def write_stream(rows, cfg: TallyConfig, checkpoint: Path, name: str = "archive"):
-    """A started-to-be ``DataStreamWriter`` of archive rows into the archive's file sink."""
+def write_stream(rows, cfg: TallyConfig, checkpoint: Path, name: str = "archive",
+                 path: str | None = None):
+    """A ``DataStreamWriter`` (to be started) of archive rows into a file sink: the archive's, or
+    ``path``. A sink directory has exactly one writing query: the sink's log is keyed by the
+    query's batch ids, and a second query's batch 0 would be skipped as already committed."""
     return (rows.writeStream.queryName(name).format("parquet")
             .partitionBy(*ARCHIVE_PARTITION_COLUMNS)
-            .option("path", archive_uri(cfg))
+            .option("path", path or archive_uri(cfg))
             .option("checkpointLocation", str(checkpoint))
             .option("retention", SINK_RETENTION))
 
 
+class ArchiveSinkInUse(TallyError):
+    """The archive's sink already holds batches of a query whose checkpoint is not this one."""
+
+
+def check_sink_owner(cfg: TallyConfig, checkpoint: Path) -> None:
+    """Refuse to start the archive query on a fresh checkpoint when the sink already has batches:
+    its batch 0.. would be skipped as "already committed" and those records never archived."""
+    commits = checkpoint / "commits"
+    fresh = not commits.is_dir() or not any(p.name.isdigit() for p in commits.iterdir())
+    if not fresh:
+        return
+    from tally.lake import lake_store
+
+    store = lake_store(cfg)
+    if any(k.rsplit("/", 1)[-1].split(".")[0].isdigit()
+           for k in store.list(f"{ARCHIVE_KEY}/_spark_metadata/")):
+        raise ArchiveSinkInUse(
+            f"the archive {archive_uri(cfg)} already holds batches written with another checkpoint "
+            f"than {checkpoint} (was the checkpoint deleted?). Spark's file sink would skip this "
+            f"query's first batches as already committed. Restore the checkpoint, or move the "
+            f"directory {ARCHIVE_KEY} to {IMPORTS_KEY}/<name> in the lake (the batch layer reads "
+            f"every sink there) and start again.")
+
+
 def import_files(spark, cfg: TallyConfig, staging: str) -> int:
     """Load archive-format Parquet files (without the partition columns) from ``staging`` into the
-    archive through the file sink, once; returns the rows loaded."""
+    archive, once, through a file sink of its own under ``raw/imports/<id>`` (the batch layer
+    reads every sink's log); returns the rows loaded."""
+    import datetime as dt
+
     from pyspark.sql import functions as F
 
     schema = spark_schema(tuple(c for c in ARCHIVE_COLUMNS if c.name not in ARCHIVE_PARTITION_COLUMNS))
-    rows = (spark.readStream.schema(schema).parquet(spark_uri(staging))
+    source = spark_uri(staging)
+    rows = (spark.readStream.schema(schema).parquet(source)
             .withColumn("event_date", F.to_date("ts")).withColumn("event_hour", F.hour("ts")))
-    checkpoint = cfg.state_path / "checkpoints" / f"import-{uuid.uuid4().hex[:8]}"
-    query = write_stream(rows, cfg, checkpoint, name="archive-import").trigger(availableNow=True).start()
+    ident = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    target = spark_uri(f"{cfg.lake_uri}/{IMPORTS_KEY}/{ident}")
+    checkpoint = cfg.state_path / "checkpoints" / f"import-{ident}"
+    query = (write_stream(rows, cfg, checkpoint, name="archive-import", path=target)
+             .trigger(availableNow=True).start())
     query.awaitTermination()
-    loaded = sum(p["numInputRows"] for p in query.recentProgress)
-    log.progress(f"archive import: {loaded:,} rows from {staging} into {archive_uri(cfg)}")
+    loaded = spark.read.schema(schema).parquet(source).count()
+    log.progress(f"archive import: {loaded:,} rows from {staging} into {target}")
     return loaded

@@ -395,6 +395,34 @@ def _emit(cfg: TallyConfig, traffic: Traffic, out: str | None, kafka: bool, rate
     return sent
 
 
+def archive_table(events: list[dict[str, Any]], partition, offset, kafka_ts_ms):
+    """Events (dicts as sent) as an Arrow table of archive rows, without the partition columns,
+    as if they had been read from Kafka at the given partitions, offsets and timestamps."""
+    import pyarrow as pa
+
+    from schemas.archive import ARCHIVE_COLUMNS, ARCHIVE_PARTITION_COLUMNS, arrow_schema
+    from schemas.event import parse_rfc3339_ms
+
+    columns = tuple(c for c in ARCHIVE_COLUMNS if c.name not in ARCHIVE_PARTITION_COLUMNS)
+    parsed = [e["ts"] if isinstance(e["ts"], int) else parse_rfc3339_ms(e["ts"]) for e in events]
+    cols: dict[str, Any] = {
+        "event_id": [e["event_id"] for e in events],
+        "video_id": [e["video_id"] for e in events],
+        "event_type": [e["event_type"] for e in events],
+        "ts": pa.array(np.asarray(parsed, np.int64) * 1000, pa.timestamp("us", tz="UTC")),
+        "watch_ms": [e.get("watch_ms") for e in events],
+        "user_id": [e.get("user_id") for e in events],
+        "country": [e.get("country") for e in events],
+        "device": [e.get("device") for e in events],
+        "schema_version": [e.get("schema_version", 1) for e in events],
+        "json": [to_json(e).decode() for e in events],
+        "kafka_partition": np.asarray(partition, np.int32),
+        "kafka_offset": np.asarray(offset, np.int64),
+        "kafka_timestamp": pa.array(np.asarray(kafka_ts_ms, np.int64) * 1000, pa.timestamp("us", tz="UTC")),
+    }
+    return pa.table({c.name: cols[c.name] for c in columns}, schema=arrow_schema(columns))
+
+
 def write_archive_rows(cfg: TallyConfig, traffic: Traffic, out_dir: str,
                        chunk: int = 500_000) -> int:
     """The valid records of ``traffic`` (retries included, in sending order) as Parquet files in
@@ -407,15 +435,10 @@ def write_archive_rows(cfg: TallyConfig, traffic: Traffic, out_dir: str,
     """
     import os
 
-    import pyarrow as pa
     import pyarrow.parquet as pq
     from kafka.partitioner.default import murmur2
     from tqdm import tqdm
 
-    from schemas.archive import ARCHIVE_COLUMNS, arrow_schema
-
-    columns = tuple(c for c in ARCHIVE_COLUMNS if c.name not in ("event_date", "event_hour"))
-    schema = arrow_schema(columns)
     os.makedirs(out_dir, exist_ok=True)
     parts = cfg.kafka.partitions
     video_part = np.array([(murmur2(v.encode()) & 0x7FFFFFFF) % parts for v in traffic.videos])
@@ -427,30 +450,15 @@ def write_archive_rows(cfg: TallyConfig, traffic: Traffic, out_dir: str,
     for p in range(parts):
         at = np.flatnonzero(part == p)
         offset[at] = np.arange(len(at))
-    kafka_ts = traffic.ts[idx]  # event-time order is the sending order but for late ones
+    kafka_ts = traffic.ts[idx]
     written = 0
     bar = tqdm(total=len(idx), unit="rec", unit_scale=True, mininterval=1.0, disable=log._QUIET,
                desc="archive rows", leave=False)
     try:
         for n, lo in enumerate(range(0, len(idx), chunk)):
             hi = min(lo + chunk, len(idx))
-            events = [traffic.event(int(i)) for i in idx[lo:hi]]
-            cols: dict[str, Any] = {
-                "event_id": [e["event_id"] for e in events],
-                "video_id": [e["video_id"] for e in events],
-                "event_type": [e["event_type"] for e in events],
-                "ts": pa.array(traffic.ts[idx[lo:hi]] * 1000, pa.timestamp("us", tz="UTC")),
-                "watch_ms": [e.get("watch_ms") for e in events],
-                "user_id": [e.get("user_id") for e in events],
-                "country": [e.get("country") for e in events],
-                "device": [e.get("device") for e in events],
-                "schema_version": pa.array(np.ones(hi - lo, np.int32)),
-                "json": [to_json(e).decode() for e in events],
-                "kafka_partition": part[lo:hi].astype(np.int32),
-                "kafka_offset": offset[lo:hi],
-                "kafka_timestamp": pa.array(kafka_ts[lo:hi] * 1000, pa.timestamp("us", tz="UTC")),
-            }
-            table = pa.table({c.name: cols[c.name] for c in columns}, schema=schema)
+            table = archive_table([traffic.event(int(i)) for i in idx[lo:hi]], part[lo:hi],
+                                  offset[lo:hi], kafka_ts[lo:hi])
             pq.write_table(table, os.path.join(out_dir, f"part-{n:05d}.parquet"))
             written += hi - lo
             bar.update(hi - lo)

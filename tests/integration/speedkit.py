@@ -25,8 +25,9 @@ class Installation:
     env: dict[str, str]
     root: Path
 
-    def tally(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-        res = subprocess.run([sys.executable, "-m", "tally.cli", *args], env=self.env, text=True,
+    def tally(self, *args: str, timeout: float = 600, check: bool = True,
+              env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        res = subprocess.run([sys.executable, "-m", "tally.cli", *args], env={**self.env, **(env_extra or {})}, text=True,
                              capture_output=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError(f"tally {' '.join(args)} failed ({res.returncode}):\n{res.stderr[-3000:]}")

@@ -4,6 +4,7 @@ archive (file:// and the S3 endpoint) and the dead-letter topic."""
 from __future__ import annotations
 
 import collections
+import json
 import time
 
 import pytest
@@ -93,3 +94,35 @@ def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
         assert headers["tally.error"].decode() == reasons[r.value]
         topic, part, offset = headers["tally.source"].decode().rsplit("/", 2)
         assert topic == inst.cfg.kafka.topic and int(part) >= 0 and int(offset) >= 0
+
+    # The Lambda promise: the batch layer, reading the archive the stream wrote, counts exactly
+    # what the truth says, the events the speed layer dropped as late included.
+    import datetime as dt
+
+    from batch_layer.job import run_day
+    from tests.integration.batchkit import assert_exact, expected_from_truth
+
+    days = [dt.date(2026, 11, 20) + dt.timedelta(days=i) for i in range(3)]
+    for day in days:
+        assert run_day(spark_reader, inst.cfg, day).published
+    expected = expected_from_truth(truth_path)
+    for g, size in (("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)):
+        for e in very_late:
+            key = (e["video_id"], "view", e["ts"] // size * size)
+            c, w = expected[g].get(key, (0, 0))
+            expected[g][key] = (c + 1, w + e["watch_ms"])
+    print(f"batch vs truth ({lake}): buckets {assert_exact(inst.cfg, days, expected)}")
+
+    # The strong audit: per day, what the speed views miss against the exact batch views; over
+    # the days, exactly the events the speed layer counted as dropped late, and never more.
+    missed = 0
+    for day in days:
+        res = inst.tally("audit", "--date", day.isoformat(), "--json")
+        report = json.loads(res.stdout)
+        assert report["explained"], report["explanation"]
+        assert report["events"]["over_counted"] == 0 and report["watch_ms"]["over_counted"] == 0
+        assert report["events"]["batch"] == sum(c for k, (c, _w) in expected["day"].items()
+                                                if k[2] == int(dt.datetime.combine(
+                                                    day, dt.time(), dt.timezone.utc).timestamp() * 1000))
+        missed += report["events"]["missed"]
+    assert missed == progress["dropped_late"]

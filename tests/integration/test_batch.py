@@ -1,0 +1,194 @@
+"""The batch layer against ground truth on real Spark, the lake both as file:// and on the S3
+endpoint: exact views, crashes, concurrent runs, idempotence, reprocessing and rollback, edges."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.batchkit import (
+    assert_exact, expected_from_events, expected_from_truth, load, published, stage,
+)
+from tests.integration.speedkit import make_installation
+
+D1, D2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
+
+
+def generate_archive(inst, tmp_path, spark, seed: int, events: int = 20000, days: int = 2,
+                     start: str = "2026-11-20", name: str = "gen"):
+    staging, truth = tmp_path / f"{name}-staging", tmp_path / f"{name}-truth.parquet"
+    inst.tally("-q", "generate", "--events", str(events), "--videos", "150", "--start", start,
+               "--days", str(days), "--seed", str(seed), "--duplicates", "0.05", "--late", "0.02",
+               "--archive-out", str(staging), "--truth", str(truth))
+    load(spark, inst.cfg, staging)
+    return expected_from_truth(truth)
+
+
+def current(inst, day: dt.date) -> dict:
+    from batch_layer.catalog import Catalog
+
+    return Catalog(inst.cfg).current(day.isoformat())
+
+
+@pytest.mark.parametrize("lake", ["file", "s3"])
+def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
+    inst = make_installation(stack, tmp_path, unique, lake=lake)
+    expected = generate_archive(inst, tmp_path, spark_reader, seed=41)
+    res = inst.tally("reprocess", "--from", D1.isoformat(), "--to", D2.isoformat())
+    assert "[2/2]" in res.stderr and res.stderr.count("published in") >= 2, res.stderr
+    sizes = assert_exact(inst.cfg, [D1, D2], expected)
+    print(f"batch vs truth ({lake}): buckets {sizes}")
+    entry = current(inst, D1)
+    assert entry["input"]["files"] > 0 and entry["totals"]["events"] == entry["input"]["distinct_events"]
+    assert entry["input"]["raw_rows"] > entry["input"]["distinct_events"]  # duplicates were there
+
+
+def test_crash_while_writing_and_publishing(stack, tmp_path, unique, spark_reader):
+    inst = make_installation(stack, tmp_path, unique)
+    first = generate_archive(inst, tmp_path, spark_reader, seed=42, days=1)
+    inst.tally("batch", "--date", D1.isoformat())
+    before = current(inst, D1)
+    assert_exact(inst.cfg, [D1], first)
+    # More raw events for the day, so a new version would differ from the published one.
+    extra = [{"event_id": f"late-{i}", "video_id": "v-extra", "event_type": "view",
+              "ts": f"2026-11-20T12:{i % 60:02d}:00.000Z", "watch_ms": 1000} for i in range(300)]
+    load(spark_reader, inst.cfg, stage(extra, tmp_path / "extra"))
+
+    # 1. SIGKILL from outside while the views are being written.
+    proc = subprocess.Popen([sys.executable, "-m", "tally.cli", "batch", "--date", D1.isoformat()],
+                            env=inst.env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    for line in proc.stderr:
+        if "writing version" in line:
+            break
+    import os
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # 2. and 3. Killed after the minute view was written, and right before the publication.
+    for point in ("write", "publish"):
+        res = inst.tally("batch", "--date", D1.isoformat(), check=False,
+                         env_extra={"TALLY_FAULT_KILL_BATCH": point})
+        assert res.returncode == -signal.SIGKILL, res.stderr
+        assert f"fault injection: SIGKILL at {point}" in res.stderr
+        assert current(inst, D1) == before  # readers still see the former version
+        assert_exact(inst.cfg, [D1], first)
+
+    versions = {p.name for p in (inst.cfg.state_path / "lake" / "views" / f"date={D1}").iterdir()}
+    assert len(versions) >= 3  # the published one and orphans of the killed runs
+
+    inst.tally("batch", "--date", D1.isoformat())
+    after = current(inst, D1)
+    assert after["seq"] == before["seq"] + 1 and after["previous_version"] == before["version"]
+    want = expected_from_events(extra)
+    merged = {g: dict(first[g]) for g in first}
+    for g in merged:
+        for k, (c, w) in want[g].items():
+            c0, w0 = merged[g].get(k, (0, 0))
+            merged[g][k] = (c0 + c, w0 + w)
+    assert_exact(inst.cfg, [D1], merged)
+    # Only the files the entry lists are read: no orphan is among them.
+    listed = {f for g in after["views"].values() for f in g["files"]}
+    assert all(f"v={after['version']}/" in f for f in listed)
+
+
+def test_concurrent_batch_and_reprocess(stack, tmp_path, unique, spark_reader):
+    inst = make_installation(stack, tmp_path, unique)
+    expected = generate_archive(inst, tmp_path, spark_reader, seed=43, days=1)
+    cmds = [["batch", "--date", D1.isoformat()],
+            ["reprocess", "--from", D1.isoformat(), "--to", D1.isoformat()]]
+    procs = [subprocess.Popen([sys.executable, "-m", "tally.cli", *c], env=inst.env,
+                              stderr=subprocess.PIPE, text=True) for c in cmds]
+    outs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    from batch_layer.catalog import Catalog
+
+    entries = Catalog(inst.cfg).entries(D1.isoformat())
+    assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+    assert 1 <= len(entries) <= 2
+    entry = entries[-1]
+    assert entry["views"]["minute"]["files"]
+    assert_exact(inst.cfg, [D1], expected)
+
+
+def test_idempotent(stack, tmp_path, unique, spark_reader):
+    from batch_layer.job import run_day
+    from batch_layer.views import BatchViews
+
+    inst = make_installation(stack, tmp_path, unique, lake="s3")
+    generate_archive(inst, tmp_path, spark_reader, seed=44, days=1)
+    r1 = run_day(spark_reader, inst.cfg, D1)
+    e1 = current(inst, D1)
+    r2 = run_day(spark_reader, inst.cfg, D1)
+    e2 = current(inst, D1)
+    assert r1.published and r2.published and e1["version"] != e2["version"]
+    assert e1["input"]["fingerprint"] == e2["input"]["fingerprint"]
+    bv = BatchViews(inst.cfg)
+    for g in ("minute", "hour", "day"):
+        t1 = bv.read(e1, g).sort_by([("video_id", "ascending"), ("event_type", "ascending"),
+                                     ("bucket_start", "ascending")])
+        t2 = bv.read(e2, g).sort_by([("video_id", "ascending"), ("event_type", "ascending"),
+                                     ("bucket_start", "ascending")])
+        assert t1.num_rows > 0 and t1.equals(t2), g
+
+
+def test_reprocess_adds_late_events_and_rollback_restores(stack, tmp_path, unique, spark_reader):
+    inst = make_installation(stack, tmp_path, unique)
+    first = generate_archive(inst, tmp_path, spark_reader, seed=45, days=2)
+    inst.tally("reprocess", "--from", D1.isoformat(), "--to", D2.isoformat())
+    assert_exact(inst.cfg, [D1, D2], first)
+    # Late raw events for the first day arrive after it was published (a second traffic set).
+    late = generate_archive(inst, tmp_path, spark_reader, seed=46, events=3000, days=1, name="late")
+    res = inst.tally("reprocess", "--from", D1.isoformat(), "--to", D1.isoformat())
+    assert "published" in res.stderr
+    both = {g: dict(first[g]) for g in first}
+    for g in both:
+        for k, (c, w) in late[g].items():
+            c0, w0 = both[g].get(k, (0, 0))
+            both[g][k] = (c0 + c, w0 + w)
+    assert_exact(inst.cfg, [D1, D2], both)
+    res = inst.tally("rollback", "--date", D1.isoformat())
+    assert "published again" in res.stdout
+    assert_exact(inst.cfg, [D1, D2], first)
+    # There is nothing before the first version.
+    res = inst.tally("rollback", "--date", D1.isoformat(), check=False)
+    assert res.returncode == 1 and "no earlier version" in res.stderr
+
+
+def test_edges_empty_single_boundaries_and_horizon(stack, tmp_path, unique, spark_reader):
+    from batch_layer.catalog import Catalog
+    from batch_layer.job import run_day
+
+    inst = make_installation(stack, tmp_path, unique)
+    events = [
+        {"event_id": "first-ms", "video_id": "vb", "event_type": "view", "ts": "2026-11-20T00:00:00.000Z", "watch_ms": 5},
+        {"event_id": "last-ms", "video_id": "vb", "event_type": "view", "ts": "2026-11-20T23:59:59.999Z", "watch_ms": 7},
+        {"event_id": "next-day", "video_id": "vb", "event_type": "view", "ts": 1795219200000},  # 2026-11-21T00:00:00Z
+        {"event_id": "last-ms", "video_id": "vb", "event_type": "view", "ts": "2026-11-20T23:59:59.999Z", "watch_ms": 99},
+        {"event_id": "lonely", "video_id": "vs", "event_type": "share", "ts": "2026-11-23T10:00:00.000+02:00"},
+    ]
+    load(spark_reader, inst.cfg, stage(events, tmp_path / "edge"))
+    days = [dt.date(2026, 11, d) for d in (20, 21, 22, 23)]
+    results = {d: run_day(spark_reader, inst.cfg, d) for d in (days[0], days[1], days[3])}
+    assert results[days[0]].events == 2 and results[days[0]].raw_rows == 3
+    assert results[days[1]].events == 1 and results[days[3]].events == 1
+    expected = expected_from_events(events)
+    assert_exact(inst.cfg, [days[0], days[1], days[3]], expected)
+    got = published(inst.cfg, [days[0]])
+    assert got["day"] == {("vb", "view", 1795132800000): (2, 12)}  # the first copy's watch_ms
+    assert got["minute"][("vb", "view", 1795219140000)] == (1, 7)  # 23:59 holds the last ms
+
+    catalog = Catalog(inst.cfg)
+    # Day 22 has no events and is not published yet: the horizon stops at its start.
+    assert catalog.horizon(days[0]) == dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
+    empty = run_day(spark_reader, inst.cfg, days[2])
+    assert empty.published and empty.events == 0 and empty.rows == {"minute": 0, "hour": 0, "day": 0}
+    assert published(inst.cfg, [days[2]]) == {"minute": {}, "hour": {}, "day": {}}
+    assert catalog.horizon(days[0]) == dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc)
+    assert catalog.horizon(dt.date(2026, 11, 19)) == dt.datetime(2026, 11, 19, tzinfo=dt.timezone.utc)
+    log_entry = json.loads(catalog.store.get(f"views/_log/date={days[2]}/0000000001.json"))
+    assert log_entry["input"]["files"] == 0 and log_entry["totals"] == {"events": 0, "watch_ms": 0}

@@ -1,0 +1,66 @@
+"""The batch layer's pure transformations on a local SparkSession."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from batch_layer import transform
+from schemas.archive import VIEW_COLUMNS
+
+UTC = dt.timezone.utc
+
+
+def raw_df(spark, rows):
+    """(event_id, video, type, ts datetime, watch, partition, offset) -> archive-like rows."""
+    return spark.createDataFrame(rows, "event_id string, video_id string, event_type string, "
+                                       "ts timestamp, watch_ms int, kafka_partition int, kafka_offset long")
+
+
+def at(h, m=0, s=0, ms=0, day=20):
+    return dt.datetime(2026, 11, day, h, m, s, ms * 1000, tzinfo=UTC)
+
+
+def test_the_first_written_copy_counts(spark):
+    df = raw_df(spark, [
+        ("a", "v1", "view", at(10, 1), 500, 2, 7),   # a retry, written later
+        ("a", "v1", "view", at(10, 1), 100, 2, 3),   # the first written copy
+        ("b", "v1", "view", at(10, 1), None, 0, 9),
+        ("b", "v1", "view", at(10, 1), None, 0, 10),
+    ])
+    rows = {r["event_id"]: r for r in transform.distinct_events(df).collect()}
+    assert set(rows) == {"a", "b"}
+    assert rows["a"]["watch_ms"] == 100 and rows["b"]["watch_ms"] == 0  # absent counts as 0
+
+
+def test_views_at_each_granularity_with_boundaries(spark):
+    df = raw_df(spark, [
+        ("a", "v1", "view", at(0, 0, 0, 0), 1, 0, 1),
+        ("b", "v1", "view", at(0, 0, 59, 999), 2, 0, 2),
+        ("c", "v1", "view", at(0, 1, 0, 0), 4, 0, 3),
+        ("d", "v1", "view", at(23, 59, 59, 999), 8, 0, 4),
+        ("e", "v1", "like", at(23, 59, 59, 999), None, 0, 5),
+        ("d", "v1", "view", at(23, 59, 59, 999), 8, 0, 6),  # retry
+        ("f", "v2", "view", at(0, 0, 0, 0, day=21), 16, 1, 1),
+    ])
+    views = transform.views(transform.distinct_events(df))
+    names = [c.name for c in VIEW_COLUMNS]
+    got = {g: {(r["video_id"], r["event_type"], r["bucket_start"].astimezone(UTC)): (r["count"], r["watch_ms"])
+               for r in v.collect()} for g, v in views.items()}
+    assert all(v.columns == names for v in views.values())
+    assert got["minute"] == {
+        ("v1", "view", at(0, 0)): (2, 3), ("v1", "view", at(0, 1)): (1, 4),
+        ("v1", "view", at(23, 59)): (1, 8), ("v1", "like", at(23, 59)): (1, 0),
+        ("v2", "view", at(0, 0, day=21)): (1, 16)}
+    assert got["hour"] == {
+        ("v1", "view", at(0)): (3, 7), ("v1", "view", at(23)): (1, 8), ("v1", "like", at(23)): (1, 0),
+        ("v2", "view", at(0, day=21)): (1, 16)}
+    assert got["day"] == {
+        ("v1", "view", at(0)): (4, 15), ("v1", "like", at(0)): (1, 0), ("v2", "view", at(0, day=21)): (1, 16)}
+    assert transform.view_stats(views["minute"]) == (5, 6, 31)
+    assert transform.view_stats(views["day"]) == (3, 6, 31)
+
+
+def test_empty_input_gives_empty_views(spark):
+    views = transform.views(transform.distinct_events(raw_df(spark, [])))
+    assert {g: v.count() for g, v in views.items()} == {"minute": 0, "hour": 0, "day": 0}
+    assert transform.view_stats(views["hour"]) == (0, 0, 0)
