@@ -19,13 +19,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from batch_layer import source, transform
-from batch_layer.catalog import Catalog, PublishError, new_version, now_rfc3339, version_key
+from batch_layer.catalog import (
+    Catalog, PublishError, PublishResult, new_version, now_rfc3339, version_key,
+)
 from schemas.archive import VIEW_COLUMNS, spark_schema
 from schemas.config import TallyConfig
 from tally import __version__, log
 from tally.lake import spark_uri
 
 LOG = log.get("batch")
+
+
+SHRINK_REASON = ("the input has {rows:,} raw rows, fewer than the {published:,} of the published "
+                 "version {version}; the archive is append-only, so files are missing (deleted, or "
+                 "dropped from the sink log by its retention); --allow-shrink publishes anyway")
 
 
 class VerificationError(PublishError):
@@ -43,6 +50,11 @@ class DayResult:
     raw_rows: int
     seconds: float
     rows: dict[str, int]
+
+    @property
+    def refused(self) -> bool:
+        """Not published for a reason that needs a person (not "unchanged" or "a newer one")."""
+        return not self.published and self.reason.startswith("the input has")
 
     def line(self) -> str:
         state = "published" if self.published else f"not published ({self.reason})"
@@ -62,10 +74,14 @@ def yesterday() -> dt.date:
 
 
 def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = None,
-            skip_unchanged: bool = False) -> DayResult:
+            skip_unchanged: bool = False, allow_shrink: bool = False) -> DayResult:
     """Compute, verify and publish one day. With ``skip_unchanged`` (the nightly re-runs of the
     last days), a day whose published version was computed by this code from the same input files
-    is left as it is."""
+    is left as it is.
+
+    The archive is append-only, so a day's raw rows can only grow: an input with fewer raw rows
+    than the published version's means files went missing (deleted, or dropped from the sink's
+    log by its retention) and is not published unless ``allow_shrink``."""
     t0 = time.monotonic()
     catalog = catalog or Catalog(cfg)
     name = day.isoformat()
@@ -114,7 +130,12 @@ def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = Non
         "job": {"host": socket.gethostname(), "app_id": spark.sparkContext.applicationId},
     }
     _fault("publish")
-    result = catalog.publish(name, record)
+    cur = catalog.current(name)
+    if cur and raw_rows < cur["input"]["raw_rows"] and not allow_shrink:
+        result = PublishResult(False, cur["seq"], version, SHRINK_REASON.format(
+            rows=raw_rows, published=cur["input"]["raw_rows"], version=cur["version"]))
+    else:
+        result = catalog.publish(name, record)
     if not result.published:
         log.progress(f"batch {name}: not published: {result.reason}")
     catalog.cleanup(name)
@@ -153,13 +174,14 @@ def days_between(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def run_days(spark, cfg: TallyConfig, days: list[dt.date], skip_unchanged: bool = False) -> list[DayResult]:
+def run_days(spark, cfg: TallyConfig, days: list[dt.date], skip_unchanged: bool = False,
+             allow_shrink: bool = False) -> list[DayResult]:
     """Each day computed and published on its own; progress after each."""
     catalog = Catalog(cfg)
     results = []
     t0 = time.monotonic()
     for i, day in enumerate(days, 1):
-        r = run_day(spark, cfg, day, catalog, skip_unchanged=skip_unchanged)
+        r = run_day(spark, cfg, day, catalog, skip_unchanged=skip_unchanged, allow_shrink=allow_shrink)
         results.append(r)
         eta = (time.monotonic() - t0) / i * (len(days) - i)
         log.progress(f"[{i}/{len(days)}] {r.line()}" + (f"; about {eta:.0f}s left" if i < len(days) else ""))

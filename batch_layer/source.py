@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from schemas.archive import (
-    ARCHIVE_COLUMNS, ARCHIVE_KEY, ARCHIVE_PARTITION_COLUMNS, IMPORTS_KEY, spark_schema,
+    ARCHIVE_COLUMNS, ARCHIVE_KEY, ARCHIVE_PARTITION_COLUMNS, COMPACTED_KEY, IMPORTS_KEY, spark_schema,
 )
 from schemas.config import TallyConfig
 from tally.lake import LakeStore, lake_store, spark_uri
@@ -95,13 +95,30 @@ def sink_roots(store: LakeStore) -> list[str]:
     return sorted(roots)
 
 
+def compaction_log(day: str) -> str:
+    return f"{COMPACTED_KEY}/event_date={day}/_log/"
+
+
+def latest_compaction(store: LakeStore, day: str) -> dict | None:
+    """The newest compaction manifest of a day (see :mod:`batch_layer.compact`), if any."""
+    keys = [k for k in store.list(compaction_log(day)) if k.endswith(".json")]
+    data = store.get(max(keys)) if keys else None
+    return json.loads(data) if data else None
+
+
 def day_input(cfg: TallyConfig, day: dt.date, store: LakeStore | None = None) -> DayInput:
+    """The day's committed archive files: those of its newest compaction, plus every file the
+    sinks committed for the day that the compaction did not cover (late arrivals since)."""
     store = store or lake_store(cfg)
     listed_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     marker = f"/event_date={day.isoformat()}/"
-    files = tuple(f for root in sink_roots(store) for f in committed_files(store, root)
-                  if marker in f.path)
-    return DayInput(day.isoformat(), files, listed_at)
+    files = [f for root in sink_roots(store) for f in committed_files(store, root) if marker in f.path]
+    manifest = latest_compaction(store, day.isoformat())
+    if manifest:
+        covered = set(manifest["covered"])
+        files = [ArchiveFile(f["path"], f["size"]) for f in manifest["files"]] + \
+                [f for f in files if f.path not in covered]
+    return DayInput(day.isoformat(), tuple(files), listed_at)
 
 
 def read_input(spark, inp: DayInput):

@@ -38,21 +38,26 @@ def batch_days(date: str | None, days_back: int) -> list[dt.date]:
     return [parse_day(date, "--date") if date else yesterday()]
 
 
-def run_batch(cfg, master: str | None, days: list[dt.date], skip_unchanged: bool = False) -> int:
+def run_batch(cfg, master: str | None, days: list[dt.date], skip_unchanged: bool = False,
+              allow_shrink: bool = False) -> int:
     """Build the session, compute and publish each day, stop the session. Shared by ``tally
     batch``/``tally reprocess`` (master from the config) and spark-submit (its own master).
-    Exits 0 when every day was published (or a newer version already was), 1 otherwise."""
+    Exits 0 when every day was published (or left as it was: unchanged input, or a newer version
+    already published), 1 when a day was refused (its input shrank)."""
     from batch_layer.job import run_days
     from tally.spark import build_session
 
     spark = build_session(cfg, "tally-batch", master=master)
     try:
-        results = run_days(spark, cfg, days, skip_unchanged=skip_unchanged)
+        results = run_days(spark, cfg, days, skip_unchanged=skip_unchanged, allow_shrink=allow_shrink)
     finally:
         spark.stop()
     for r in results:
         print(r.line())
-    return 0
+    refused = [r.day for r in results if r.refused]
+    if refused:
+        print(f"tally batch: error: not published: {', '.join(refused)} (see above)", file=sys.stderr)
+    return 1 if refused else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days-back", type=int, default=0, metavar="N",
                     help="the nightly form: the N days before today, each recomputed only if its "
                          "archive input changed since it was published")
+    ap.add_argument("--allow-shrink", action="store_true",
+                    help="publish even when a day's input has fewer raw rows than its published version")
     ap.add_argument("-v", "--verbose", action="count", default=0)
     args = ap.parse_args(argv)
     log.setup("INFO" if args.verbose else "WARNING")
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.first and args.last) or args.date or args.days_back:
                 raise TallyError("--from and --to go together, without --date or --days-back")
             days = days_between(parse_day(args.first, "--from"), parse_day(args.last, "--to"))
-            return run_batch(cfg, master="submit", days=days)
+            return run_batch(cfg, master="submit", days=days, allow_shrink=args.allow_shrink)
         return run_batch(cfg, master="submit", days=batch_days(args.date, args.days_back),
                          skip_unchanged=True)
     except TallyError as exc:

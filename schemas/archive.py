@@ -4,8 +4,8 @@ into a Spark ``StructType`` and an Arrow schema (a test proves the two agree on 
 * :data:`ARCHIVE_COLUMNS`: the raw archive, the master dataset. The contract's fields (from
   :data:`schemas.event.FIELDS`), the original JSON, where the record was in Kafka, and the
   event-time partition columns.
-* :data:`VIEW_COLUMNS`: a batch view, one row per (video, event type, bucket) at one granularity.
-* :data:`TOP_COLUMNS`: what top-K reads, per-video totals of a day per event type.
+* :data:`VIEW_COLUMNS`: a batch view, one row per (video, event type, bucket) at one granularity
+  (the day view is also what top-K reads: per-video day totals per event type).
 """
 
 from __future__ import annotations
@@ -43,19 +43,12 @@ ARCHIVE_COLUMNS: tuple[Column, ...] = tuple(
 ARCHIVE_PARTITION_COLUMNS = ("event_date", "event_hour")
 ARCHIVE_KEY = "raw/events"  # the archive's place in the lake (the streaming job's file sink)
 IMPORTS_KEY = "raw/imports"  # one file sink per `tally archive import`, read along with it
+COMPACTED_KEY = "raw/compacted"  # `tally archive compact`: a closed day's files rewritten
 
 VIEW_COLUMNS: tuple[Column, ...] = (
     Column("video_id", "string", False),
     Column("event_type", "string", False),
     Column("bucket_start", "timestamp", False),
-    Column("count", "int64", False),
-    Column("watch_ms", "int64", False),
-)
-
-TOP_COLUMNS: tuple[Column, ...] = (
-    Column("event_type", "string", False),
-    Column("video_id", "string", False),
-    Column("day", "date", False),
     Column("count", "int64", False),
     Column("watch_ms", "int64", False),
 )

@@ -98,11 +98,23 @@ def cmd_jars(args: argparse.Namespace, cfg: TallyConfig) -> int:
 def cmd_archive(args: argparse.Namespace, cfg: TallyConfig) -> int:
     from tally.spark import build_session
 
+    from jobs.batch import parse_day
+
+    if args.action == "import" and not args.source:
+        raise TallyError("archive import: give the directory of archive-format Parquet files")
+    if args.action == "compact" and not args.date:
+        raise TallyError("archive compact: --date is required")
+    day = parse_day(args.date, "--date") if args.action == "compact" else None
     spark = build_session(cfg, "tally-archive", with_jars=cfg.lake_uri.startswith("s3"))
     try:
-        from speed_layer.archive import import_files
+        if args.action == "import":
+            from speed_layer.archive import import_files
 
-        import_files(spark, cfg, args.source)
+            import_files(spark, cfg, args.source)
+        else:
+            from batch_layer.compact import compact_day
+
+            compact_day(spark, cfg, day)
     finally:
         spark.stop()
     return 0
@@ -123,7 +135,7 @@ def cmd_reprocess(args: argparse.Namespace, cfg: TallyConfig) -> int:
     first, last = parse_day(args.first, "--from"), parse_day(args.last, "--to")
     if last < first:
         raise TallyError("--to: must not be before --from")
-    return run_batch(cfg, None, days_between(first, last))
+    return run_batch(cfg, None, days_between(first, last), allow_shrink=args.allow_shrink)
 
 
 @command("rollback")
@@ -218,9 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until-idle", type=float, metavar="S",
                    help="stop after S seconds without new input")
 
-    a = sub.add_parser("archive", parents=[common], help="load archive-format Parquet into the raw archive")
-    a.add_argument("action", choices=["import"])
-    a.add_argument("source", help="directory (file path or s3:// URI) of archive-format Parquet files")
+    a = sub.add_parser("archive", parents=[common],
+                       help="load archive-format Parquet into the raw archive, or compact a day")
+    a.add_argument("action", choices=["import", "compact"])
+    a.add_argument("source", nargs="?",
+                   help="import: directory (file path or s3:// URI) of archive-format Parquet files")
+    a.add_argument("--date", help="compact: the closed UTC day, YYYY-MM-DD")
 
     b = sub.add_parser("batch", parents=[common], help="the nightly batch job for one UTC day")
     b.add_argument("--date", help="the UTC day, YYYY-MM-DD (default: yesterday)")
@@ -230,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reprocess", parents=[common], help="recompute batch views for a day range")
     r.add_argument("--from", dest="first", required=True, help="first UTC day, YYYY-MM-DD")
     r.add_argument("--to", dest="last", required=True, help="last UTC day (inclusive)")
+    r.add_argument("--allow-shrink", action="store_true",
+                   help="publish even when a day's input has fewer raw rows than its published version")
     rb = sub.add_parser("rollback", parents=[common], help="publish the previous version of a day again")
     rb.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
 

@@ -69,6 +69,7 @@ class LakeStore:
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> int: ...
+    def size(self, key: str) -> int: ...
 
     def url(self, key: str) -> str:
         return f"{self.uri}/{key}"
@@ -129,6 +130,9 @@ class FileLakeStore(LakeStore):
             return []
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
                       if p.is_file() and not p.name.startswith("."))
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
 
     def delete_prefix(self, prefix: str) -> int:
         import shutil
@@ -201,6 +205,9 @@ class S3LakeStore(LakeStore):
         for page in self._call(lambda: list(pages)):
             out.extend(o["Key"][strip:] for o in page.get("Contents", []))
         return sorted(out)
+
+    def size(self, key: str) -> int:
+        return int(self._call(self.client.head_object, Bucket=self.bucket, Key=self._key(key))["ContentLength"])
 
     def delete_prefix(self, prefix: str) -> int:
         keys = self.list(prefix.rstrip("/") + "/")

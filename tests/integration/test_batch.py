@@ -192,3 +192,54 @@ def test_edges_empty_single_boundaries_and_horizon(stack, tmp_path, unique, spar
     assert catalog.horizon(dt.date(2026, 11, 19)) == dt.datetime(2026, 11, 19, tzinfo=dt.timezone.utc)
     log_entry = json.loads(catalog.store.get(f"views/_log/date={days[2]}/0000000001.json"))
     assert log_entry["input"]["files"] == 0 and log_entry["totals"] == {"events": 0, "watch_ms": 0}
+
+    # Files gone from the sinks' logs (deleted, or past the log's retention): the archive is
+    # append-only, so a smaller input is refused rather than published over the good version.
+    from batch_layer.source import sink_roots
+
+    for root in sink_roots(catalog.store):
+        catalog.store.delete_prefix(f"{root}/_spark_metadata")
+    shrunk = run_day(spark_reader, inst.cfg, days[0])
+    assert shrunk.refused and not shrunk.published and "fewer than the 3" in shrunk.reason
+    assert catalog.current(days[0].isoformat())["version"] == results[days[0]].version
+    forced = run_day(spark_reader, inst.cfg, days[0], allow_shrink=True)
+    assert forced.published and forced.events == 0
+
+
+@pytest.mark.parametrize("lake", ["file", "s3"])
+def test_compaction_keeps_the_content_and_late_files_still_count(stack, tmp_path, unique, lake, spark_reader):
+    from batch_layer import source
+    from batch_layer.compact import compact_day
+    from batch_layer.job import run_day
+
+    inst = make_installation(stack, tmp_path, unique, lake=lake)
+    first = generate_archive(inst, tmp_path, spark_reader, seed=47, events=6000, days=1)
+    store = source.lake_store(inst.cfg)
+
+    def rows(inp):
+        df = source.read_input(spark_reader, inp)
+        return sorted(tuple(r) for r in df.select("event_id", "kafka_partition", "kafka_offset", "json",
+                                                  "ts", "watch_ms").collect())
+
+    before = source.day_input(inst.cfg, D1, store)
+    original_rows = rows(before)
+    assert len(before.files) > 1
+    manifest = compact_day(spark_reader, inst.cfg, D1)
+    after = source.day_input(inst.cfg, D1, store)
+    assert len(after.files) == len(manifest["files"]) < len(before.files)
+    assert set(manifest["covered"]) == {f.path for f in before.files}
+    assert rows(after) == original_rows  # same rows, each once
+
+    # Late events archived after the compaction are read along with the compacted files.
+    extra = [{"event_id": f"after-compaction-{i}", "video_id": "v-late", "event_type": "like",
+              "ts": f"2026-11-20T08:{i:02d}:30.000Z"} for i in range(40)]
+    load(spark_reader, inst.cfg, stage(extra, tmp_path / "after"))
+    assert run_day(spark_reader, inst.cfg, D1).published
+    merged = {g: {**first[g], **expected_from_events(extra)[g]} for g in first}
+    assert_exact(inst.cfg, [D1], merged)
+    # A second compaction covers the first one's originals and the late files: still each row once.
+    compact_day(spark_reader, inst.cfg, D1)
+    again = source.day_input(inst.cfg, D1, store)
+    assert len(rows(again)) == len(original_rows) + len(extra)
+    assert run_day(spark_reader, inst.cfg, D1).published
+    assert_exact(inst.cfg, [D1], merged)
