@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from schemas.archive import ARCHIVE_COLUMNS
+from schemas.archive import ARCHIVE_COLUMNS, spark_schema
 from schemas.config import TallyConfig
 from schemas.counting import aggregate, counted_events
 from schemas.event_spark import validate_events
@@ -50,8 +50,11 @@ def archive_rows(valid_events: DataFrame) -> DataFrame:
         "event_date": F.to_date(t),
         "event_hour": F.hour(t),
     }
+    # Cast to the declared types, so that what the stream writes is what every reader expects.
+    types = {f.name: f.dataType for f in spark_schema(ARCHIVE_COLUMNS).fields}
     return valid_events.select(*[
-        (cols[c.name] if c.name in cols else F.col(c.name)).alias(c.name) for c in ARCHIVE_COLUMNS])
+        (cols[c.name] if c.name in cols else F.col(c.name)).cast(types[c.name]).alias(c.name)
+        for c in ARCHIVE_COLUMNS])
 
 
 def minute_counts(valid_events: DataFrame, watermark: str) -> DataFrame:

@@ -8,7 +8,7 @@ import json
 
 from pyspark.sql import functions as F
 
-from schemas.archive import ARCHIVE_COLUMNS
+from schemas.archive import ARCHIVE_COLUMNS, spark_schema
 from schemas.config import load_config
 from speed_layer import transform
 
@@ -47,6 +47,8 @@ def test_archive_rows_carry_everything(spark):
     parsed = transform.parse(kafka_df(spark, [ev("a", late_night, watch=None)]), CFG)
     df = transform.archive_rows(transform.valid(parsed))
     assert df.columns == [c.name for c in ARCHIVE_COLUMNS]
+    # The declared types, so that the stream's files are what the batch layer reads.
+    assert [f.dataType for f in df.schema.fields] == [f.dataType for f in spark_schema(ARCHIVE_COLUMNS).fields]
     r = df.selectExpr("*", "unix_millis(ts) AS ts_ms").collect()[0]
     assert r["ts_ms"] == late_night
     assert (r["event_date"], r["event_hour"]) == (dt.date(2026, 11, 17), 23)
