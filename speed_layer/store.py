@@ -48,22 +48,7 @@ class SpeedStore(Protocol):
     def scan_type_minutes(self, event_type: str, from_ms: int, to_ms: int) -> list[MinuteCount]:
         """Every video's minutes of one event type in the hours ``[from_ms, to_ms)`` (from the
         top-K table: one contiguous scan, for the audit and top-K)."""
-        lo, hi = rowkey.top_scan_range(event_type, from_ms, to_ms)
-
-        def scan(conn) -> list[MinuteCount]:
-            out = []
-            for key, cells in conn.table(self.cfg.hbase.top_table).scan(row_start=lo, row_stop=hi,
-                                                                        batch_size=2000):
-                t, hour_ms, video = rowkey.decode_top_key(key)
-                for q, v in cells.items():
-                    if q.startswith(b"h:c"):
-                        m = q[3]
-                        w = cells.get(b"h:w" + bytes((m,)))
-                        out.append(MinuteCount(video, t, hour_ms + m * rowkey.MS_PER_MINUTE,
-                                               _LONG.unpack(v)[0], _LONG.unpack(w)[0] if w else 0))
-            return out
-
-        return self._with_retry("scan_type_minutes", scan)
+        ...
 
     def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None: ...
 
@@ -160,6 +145,26 @@ class HBaseSpeedStore:
             return out
 
         return self._with_retry("read_minutes", scan)
+
+    def scan_type_minutes(self, event_type: str, from_ms: int, to_ms: int) -> list[MinuteCount]:
+        """Every video's minutes of one event type in the hours ``[from_ms, to_ms)`` (from the
+        top-K table: one contiguous scan, for the audit and top-K)."""
+        lo, hi = rowkey.top_scan_range(event_type, from_ms, to_ms)
+
+        def scan(conn) -> list[MinuteCount]:
+            out = []
+            for key, cells in conn.table(self.cfg.hbase.top_table).scan(row_start=lo, row_stop=hi,
+                                                                        batch_size=2000):
+                t, hour_ms, video = rowkey.decode_top_key(key)
+                for q, v in cells.items():
+                    if q.startswith(b"h:c"):
+                        m = q[3]
+                        w = cells.get(b"h:w" + bytes((m,)))
+                        out.append(MinuteCount(video, t, hour_ms + m * rowkey.MS_PER_MINUTE,
+                                               _LONG.unpack(v)[0], _LONG.unpack(w)[0] if w else 0))
+            return out
+
+        return self._with_retry("scan_type_minutes", scan)
 
     def scan_all_minutes(self) -> Iterator[MinuteCount]:
         """Every minute row (tests and audits; not for the request path)."""
