@@ -221,6 +221,9 @@ class BatchReader:
                           lambda: self.views.read(e, granularity))
             v = IndexedView(table)
             self.view_cache.put(key, v)
+            from serving_layer import metrics
+
+            metrics.VIEW_LOADS.labels(granularity).inc()
             log.kv(LOG, 20, "view loaded", day=day, version=e["version"], granularity=granularity,
                    rows=table.num_rows, seconds=round(time.monotonic() - t0, 3))
         return e["version"], v

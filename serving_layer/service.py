@@ -116,6 +116,9 @@ def _speed_progress(res: Resources) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def _speed_failure(exc: BaseException) -> str:
+    from serving_layer import metrics
+
+    metrics.SPEED_FAILURES.inc()
     if isinstance(exc, DependencyError):
         return str(exc)
     LOG.warning("speed store read failed: %s: %s", type(exc).__name__, exc)
