@@ -107,6 +107,12 @@ class IndexedView:
             np.asarray(agg["watch_ms_sum"].to_pylist(), dtype=np.int64).tolist())}
 
 
+def _empty_view() -> IndexedView:
+    from batch_layer.views import VIEW_SCHEMA
+
+    return IndexedView(VIEW_SCHEMA.empty_table())
+
+
 class ByteLRU:
     """A thread-safe LRU bounded by the summed ``nbytes`` of its values."""
 
@@ -144,6 +150,9 @@ class ByteLRU:
         return len(self._items)
 
 
+EMPTY_VIEW = _empty_view()
+
+
 def earliest_raw_day(cfg: TallyConfig, store) -> str | None:
     """The earliest UTC day any archive sink has committed a file for."""
     from batch_layer.source import committed_files, sink_roots
@@ -151,6 +160,32 @@ def earliest_raw_day(cfg: TallyConfig, store) -> str | None:
     days = [m.group(1) for root in sink_roots(store) for f in committed_files(store, root)
             if (m := _EVENT_DATE.search(f.path))]
     return min(days) if days else None
+
+
+def _s3_fs_with_timeouts(cfg: TallyConfig):
+    """The lake's S3 filesystem for the request path: bounded connect and request times (the
+    batch layer's own filesystem, ``tally.lake.arrow_s3_filesystem``, has none)."""
+    from pyarrow import fs
+
+    return fs.S3FileSystem(region=cfg.lake.s3_region, connect_timeout=3, request_timeout=10,
+                           **_s3_kwargs(cfg))
+
+
+def _s3_kwargs(cfg: TallyConfig) -> dict[str, Any]:
+    from urllib.parse import urlparse
+
+    from tally.lake import s3_credentials
+
+    kwargs: dict[str, Any] = {}
+    if cfg.lake.s3_endpoint:
+        u = urlparse(cfg.lake.s3_endpoint)
+        kwargs["endpoint_override"] = u.netloc
+        kwargs["scheme"] = u.scheme
+    creds = s3_credentials(cfg)
+    if creds:
+        kwargs["access_key"] = creds["aws_access_key_id"]
+        kwargs["secret_key"] = creds["aws_secret_access_key"]
+    return kwargs
 
 
 class BatchReader:
@@ -161,6 +196,8 @@ class BatchReader:
         self.clock = clock
         self.catalog = Catalog(cfg)
         self.views = BatchViews(cfg, self.catalog)
+        if not self.catalog.store.uri.startswith("file://"):
+            self.views.fs = _s3_fs_with_timeouts(cfg)
         self.view_cache = ByteLRU(cfg.serve.cache_mb * 1024 * 1024)
         self._entries: collections.OrderedDict = collections.OrderedDict()
         self._snapshot: Snapshot | None = None
@@ -210,8 +247,12 @@ class BatchReader:
                 self._entries.popitem(last=False)
         return e
 
-    def view(self, snap: Snapshot, day: str, granularity: str) -> tuple[str, IndexedView]:
-        """(version, indexed view) of a day published in ``snap``."""
+    def view(self, snap: Snapshot, day: str, granularity: str) -> tuple[str | None, IndexedView]:
+        """(version, indexed view) of a day before the horizon of ``snap``. Every such day from
+        ``horizon_start`` on is published; a day before ``horizon_start`` that is not has no raw
+        data (or lies before the configured start): (None, an empty view)."""
+        if day not in snap.days:
+            return None, EMPTY_VIEW
         e = self.entry(day, snap.days[day])
         key = (day, e["version"], granularity)
         v = self.view_cache.get(key)

@@ -145,6 +145,8 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                                     "speed_unavailable": {"type": "boolean"}}}}}},
                     "400": _err("a bad parameter, named"), "401": _err("no valid X-API-Key"),
                     "429": _err("rate limit"), "503": unavailable}}},
+            "/": {"get": {"summary": "the dashboard page (HTML)",
+                          "responses": {"200": {"description": "text/html"}}}},
             "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "up"}}}},
             "/readyz": {"get": {"summary": "readiness of kafka, hbase and the lake, each named",
                                 "responses": {"200": {"description": "all ready"},

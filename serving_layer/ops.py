@@ -16,6 +16,13 @@ from serving_layer.app import resources, tally_cfg
 bp = Blueprint("ops", __name__)
 
 
+@bp.get("/")
+def dashboard():
+    from serving_layer.dashboard import PAGE
+
+    return Response(PAGE, mimetype="text/html")
+
+
 @bp.get("/healthz")
 def healthz():
     return jsonify({"status": "ok", "pid": os.getpid()})

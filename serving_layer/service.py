@@ -187,8 +187,10 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     }
     if speed_error:
         body["partial"] = True
-        body["warnings"] = [f"speed views unavailable ({speed_error}): buckets from "
-                            f"{format_ms(p.speed.lo)} on have no count; total covers the batch part"]
+        body.setdefault("warnings", []).append(
+            f"speed views unavailable ({speed_error}): buckets from {format_ms(p.speed.lo)} on "
+            f"have no count; total covers the batch part")
+    _note_unpublished(body, versions, snap)
     if beyond:
         body.setdefault("warnings", []).append(
             f"buckets before {format_ms(p.retention_floor_ms)} after the batch horizon lie beyond "
@@ -249,16 +251,25 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
         "freshness": freshness(progress, now_ms),
         "speed_unavailable": bool(speed_error),
     }
+    _note_unpublished(body, versions, snap)
     if speed_error:
         body["partial"] = True
-        body["warnings"] = [f"speed views unavailable ({speed_error}): the list covers only "
-                            f"{format_ms(p.batch.lo)} to {format_ms(p.batch.hi)}"]
+        body.setdefault("warnings", []).append(f"speed views unavailable ({speed_error}): the list covers only "
+                            f"{format_ms(p.batch.lo)} to {format_ms(p.batch.hi)}")
     if p.speed and p.speed.lo < p.retention_floor_ms:
         body.setdefault("warnings", []).append(
             f"part of the range after the batch horizon lies beyond speed retention "
             f"({cfg.hbase.speed_ttl_days} days): counts may be incomplete")
         body["beyond_retention"] = True
     return 200, body, {}
+
+
+def _note_unpublished(body: dict[str, Any], versions: dict[str, str | None], snap: Snapshot) -> None:
+    days = sorted(d for d, v in versions.items() if v is None)
+    if days:
+        body.setdefault("warnings", []).append(
+            f"{days[0]}..{days[-1]}: before the batch horizon start {snap.horizon_start}, no "
+            f"published view (no raw data): counted as empty (batch_versions null)")
 
 
 def _part(part: Part) -> dict[str, str] | None:
