@@ -23,7 +23,6 @@ import uuid
 
 import pytest
 
-from schemas.config import load_config
 from schemas.event import format_ms
 from tests.integration.batchkit import load
 from tests.integration.speedkit import make_installation, read_truth
