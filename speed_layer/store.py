@@ -108,7 +108,7 @@ class HBaseSpeedStore:
                     raise DependencyError("hbase", f"{what} failed after {attempt} attempts over "
                                                    f"{self.retry_s:.0f}s: {type(exc).__name__}: {exc}"
                                           ) from exc
-                log.kv(LOG, 30, "hbase write failed; retrying", what=what, attempt=attempt,
+                log.kv(LOG, 30, "hbase call failed; retrying", what=what, attempt=attempt,
                        delay_s=round(delay, 2), error=type(exc).__name__)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 5.0)
