@@ -187,9 +187,53 @@ class ServeConfig:
     port: int = 8000
     workers: int = 2
     api_keys: tuple[str, ...] = ()
+    # With api_keys configured, writes always need a key in X-API-Key; reads only when this is on.
+    read_requires_key: bool = False
+    # POST /v1/events: at most this many bytes and events per request (contract: 1 MiB, 1000).
+    max_body_bytes: int = 1024 * 1024
+    max_events: int = 1000
+    # Longest range a counts query may span, in days (contract: at least 7 at minute
+    # granularity, at least 400 at hour and day); top-K uses max_range_days.
+    max_range_days_minute: int = 7
+    max_range_days: int = 400
+    # Each worker keeps published batch views in memory up to this size (an LRU).
+    cache_mb: int = 256
+    # How long a worker reuses one listing of the publication log (0: list on every request).
+    catalog_ttl_s: float = 2.0
+    # How long a worker reuses the earliest day with raw data (the default batch.horizon_start).
+    horizon_start_ttl_s: float = 300.0
+    # Backend timeouts on the request path.
+    hbase_timeout_ms: int = 3000
+    hbase_retry_s: float = 0.5
+    kafka_timeout_s: float = 10.0
+    # gunicorn kills a worker whose request runs longer than this.
+    request_timeout_s: int = 60
+    # Requests per second per API key (or client address without one) and worker; 0 = off.
+    rate_limit_per_s: float = 0.0
+    rate_limit_burst: int = 50
 
     def validate(self) -> None:
-        _positive(self, "port", "workers")
+        _positive(self, "port", "workers", "max_body_bytes", "max_events", "cache_mb",
+                  "hbase_timeout_ms", "kafka_timeout_s", "request_timeout_s", "rate_limit_burst")
+        if self.port >= 65536:
+            raise ConfigError("serve.port: must be below 65536")
+        if self.max_range_days_minute < 7:
+            raise ConfigError("serve.max_range_days_minute: must be >= 7 (the contract serves "
+                              "7 days at minute granularity)")
+        if self.max_range_days < 400:
+            raise ConfigError("serve.max_range_days: must be >= 400 (the contract serves 400 "
+                              "days at hour and day granularity)")
+        if self.max_events > 1000:
+            raise ConfigError("serve.max_events: must be at most 1000 (the contract's limit)")
+        if self.max_body_bytes > 1024 * 1024:
+            raise ConfigError("serve.max_body_bytes: must be at most 1 MiB (the contract's limit)")
+        for name in ("catalog_ttl_s", "horizon_start_ttl_s", "hbase_retry_s", "rate_limit_per_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"serve.{name}: must be >= 0")
+        for key in self.api_keys:
+            if len(key) < 16 or not key.isascii() or not key.isprintable():
+                raise ConfigError("serve.api_keys: each key must be at least 16 printable ASCII "
+                                  "characters")
 
 
 @dataclass(frozen=True)

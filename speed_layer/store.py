@@ -45,7 +45,10 @@ class SpeedStore(Protocol):
     def read_minutes(self, video_id: str, event_type: str, from_ms: int,
                      to_ms: int) -> list[MinuteCount]: ...
 
-    def scan_type_minutes(self, event_type: str, from_ms: int, to_ms: int) -> list[MinuteCount]: ...
+    def scan_type_minutes(self, event_type: str, from_ms: int, to_ms: int) -> list[MinuteCount]:
+        """Every video's minutes of one event type in the hours ``[from_ms, to_ms)`` (from the
+        top-K table: one contiguous scan, for the audit and top-K)."""
+        ...
 
     def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None: ...
 
@@ -105,7 +108,7 @@ class HBaseSpeedStore:
                     raise DependencyError("hbase", f"{what} failed after {attempt} attempts over "
                                                    f"{self.retry_s:.0f}s: {type(exc).__name__}: {exc}"
                                           ) from exc
-                log.kv(LOG, 30, "hbase write failed; retrying", what=what, attempt=attempt,
+                log.kv(LOG, 30, "hbase call failed; retrying", what=what, attempt=attempt,
                        delay_s=round(delay, 2), error=type(exc).__name__)
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 5.0)

@@ -163,6 +163,28 @@ def cmd_audit(args: argparse.Namespace, cfg: TallyConfig) -> int:
     return 0 if report["explained"] else 3
 
 
+# serving ----------------------------------------------------------------------------------------
+
+@command("serve")
+def cmd_serve(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from serving_layer.server import run
+
+    return run(cfg, args.host, args.port)
+
+
+@command("query")
+def cmd_query(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from serving_layer.client import TallyClient, render_counts
+
+    url = args.url or f"http://{cfg.serve.host}:{cfg.serve.port}"
+    key = args.api_key or (cfg.serve.api_keys[0] if cfg.serve.api_keys else None)
+    client = TallyClient(url, api_key=key)
+    body = client.counts(args.video, event_type=args.event_type, start=args.start, end=args.end,
+                         granularity=args.granularity)
+    print(json.dumps(body, indent=2) if args.json else render_counts(body))
+    return 0
+
+
 # demo -------------------------------------------------------------------------------------------
 
 @command("demo")
@@ -254,6 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="speed views against the published batch view of a day")
     au.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
     au.add_argument("--json", action="store_true", help="the report as JSON")
+
+    sv = sub.add_parser("serve", parents=[common], help="the REST API under gunicorn")
+    sv.add_argument("--host", help="bind address (default serve.host)")
+    sv.add_argument("--port", type=int, help="port (default serve.port)")
+    qy = sub.add_parser("query", parents=[common], help="merged counts of a video from the REST API")
+    qy.add_argument("video", help="the video_id")
+    qy.add_argument("--event-type", default="view")
+    qy.add_argument("--from", dest="start", required=True, help="RFC 3339 or epoch ms")
+    qy.add_argument("--to", dest="end", required=True, help="RFC 3339 or epoch ms")
+    qy.add_argument("--granularity", default="hour", choices=["minute", "hour", "day"])
+    qy.add_argument("--url", help="the API (default http://serve.host:serve.port)")
+    qy.add_argument("--api-key", help="X-API-Key (default: the first of serve.api_keys)")
+    qy.add_argument("--json", action="store_true", help="the API's JSON instead of a table")
 
     sub.add_parser("jars", parents=[common],
                    help="the connector jars to pass to spark-submit --jars (comma-separated)")

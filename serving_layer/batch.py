@@ -1,0 +1,270 @@
+"""The serving layer's view of the published batch state, held per worker process.
+
+* A :class:`Snapshot` is ONE listing of the publication log (``views/_log/``): every published
+  day with the position (seq) of its newest entry, and the batch horizon derived from that same
+  listing. A request takes one snapshot and uses only it, so a day published mid-request cannot
+  mix two states. A worker reuses a snapshot for ``serve.catalog_ttl_s`` seconds.
+* Publication entries are immutable (create-if-absent, never rewritten): cached by (day, seq).
+* Views are cached per (day, version, granularity) as an :class:`IndexedView`: the view's rows
+  sorted by (video, event type, bucket) with a dict from (video, event type) to its row slice.
+  A version's files never change, so a new publication is a new key and the old one ages out of
+  the LRU (bounded by ``serve.cache_mb`` per worker). Nothing lists the lake per request except
+  the log listing, at most once per ``catalog_ttl_s``.
+* The default ``horizon_start`` (the earliest day with raw data) is read from the archive
+  sinks' logs and reused for ``serve.horizon_start_ttl_s``; ``batch.horizon_start`` overrides.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from batch_layer.catalog import LOG_KEY, Catalog
+from batch_layer.views import BatchViews
+from schemas.config import TallyConfig
+from serving_layer.plan import horizon_ms
+from tally import log
+from tally.errors import DependencyError, TallyError
+
+LOG = log.get("serve.batch")
+_EVENT_DATE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})")
+
+
+def _lake(what: str, fn: Callable[[], Any]) -> Any:
+    """Run a lake call; any failure that is not ours becomes a DependencyError naming the lake."""
+    try:
+        return fn()
+    except TallyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - OSError, botocore, pyarrow: the lake is not usable
+        raise DependencyError("lake", f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    days: dict[str, int]  # published day -> seq of its newest entry
+    horizon_start: str | None
+    horizon_ms: int | None
+    taken_at: float
+
+
+class IndexedView:
+    """One published view (a day at one granularity), indexed by (video, event type)."""
+
+    def __init__(self, table) -> None:
+        import numpy as np
+        import pyarrow as pa
+
+        table = table.sort_by([("video_id", "ascending"), ("event_type", "ascending"),
+                               ("bucket_start", "ascending")]).combine_chunks()
+        n = table.num_rows
+        self.table = table
+        self.bucket_ms = (table["bucket_start"].cast(pa.int64()).to_numpy() // 1000).astype(np.int64)
+        self.count = table["count"].to_numpy().astype(np.int64)
+        self.watch_ms = table["watch_ms"].to_numpy().astype(np.int64)
+        self.index: dict[tuple[str, str], tuple[int, int]] = {}
+        if n:
+            groups = (table.select(["video_id", "event_type"])
+                      .append_column("i", pa.array(np.arange(n, dtype=np.int64)))
+                      .group_by(["video_id", "event_type"])
+                      .aggregate([("i", "min"), ("i", "max")]))
+            for v, t, lo, hi in zip(groups["video_id"].to_pylist(), groups["event_type"].to_pylist(),
+                                    groups["i_min"].to_pylist(), groups["i_max"].to_pylist()):
+                self.index[(v, t)] = (lo, hi + 1)
+        self.nbytes = (table.nbytes + self.bucket_ms.nbytes + self.count.nbytes
+                       + self.watch_ms.nbytes + 200 * len(self.index))
+
+    def rows(self, video_id: str, event_type: str, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """(bucket ms, count, watch_ms) of one video and type with buckets in ``[lo, hi)``."""
+        sl = self.index.get((video_id, event_type))
+        if sl is None:
+            return []
+        b = self.bucket_ms[sl[0]:sl[1]]
+        c = self.count[sl[0]:sl[1]]
+        w = self.watch_ms[sl[0]:sl[1]]
+        return [(int(b[i]), int(c[i]), int(w[i])) for i in range(len(b)) if lo <= b[i] < hi]
+
+    def per_video(self, event_type: str, lo: int, hi: int) -> dict[str, tuple[int, int]]:
+        """Per-video (count, watch_ms) sums of one type over buckets in ``[lo, hi)``."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.table.num_rows:
+            return {}
+        mask = pc.and_(pc.equal(self.table["event_type"], event_type),
+                       pa.array((self.bucket_ms >= lo) & (self.bucket_ms < hi), pa.bool_()))
+        rows = self.table.filter(mask)
+        if not rows.num_rows:
+            return {}
+        agg = rows.group_by("video_id").aggregate([("count", "sum"), ("watch_ms", "sum")])
+        return {v: (int(c), int(w)) for v, c, w in zip(
+            agg["video_id"].to_pylist(), agg["count_sum"].to_pylist(),
+            np.asarray(agg["watch_ms_sum"].to_pylist(), dtype=np.int64).tolist())}
+
+
+def _empty_view() -> IndexedView:
+    from batch_layer.views import VIEW_SCHEMA
+
+    return IndexedView(VIEW_SCHEMA.empty_table())
+
+
+class ByteLRU:
+    """A thread-safe LRU bounded by the summed ``nbytes`` of its values."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._items.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.bytes -= old.nbytes
+            self._items[key] = value
+            self.bytes += value.nbytes
+            # Always keep the newest item, even when it alone exceeds the budget.
+            while self.bytes > self.max_bytes and len(self._items) > 1:
+                _k, v = self._items.popitem(last=False)
+                self.bytes -= v.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+EMPTY_VIEW = _empty_view()
+
+
+def earliest_raw_day(cfg: TallyConfig, store) -> str | None:
+    """The earliest UTC day any archive sink has committed a file for."""
+    from batch_layer.source import committed_files, sink_roots
+
+    days = [m.group(1) for root in sink_roots(store) for f in committed_files(store, root)
+            if (m := _EVENT_DATE.search(f.path))]
+    return min(days) if days else None
+
+
+def _s3_fs_with_timeouts(cfg: TallyConfig):
+    """The lake's S3 filesystem for the request path: bounded connect and request times (the
+    batch layer's own filesystem, ``tally.lake.arrow_s3_filesystem``, has none)."""
+    from pyarrow import fs
+
+    return fs.S3FileSystem(region=cfg.lake.s3_region, connect_timeout=3, request_timeout=10,
+                           **_s3_kwargs(cfg))
+
+
+def _s3_kwargs(cfg: TallyConfig) -> dict[str, Any]:
+    from urllib.parse import urlparse
+
+    from tally.lake import s3_credentials
+
+    kwargs: dict[str, Any] = {}
+    if cfg.lake.s3_endpoint:
+        u = urlparse(cfg.lake.s3_endpoint)
+        kwargs["endpoint_override"] = u.netloc
+        kwargs["scheme"] = u.scheme
+    creds = s3_credentials(cfg)
+    if creds:
+        kwargs["access_key"] = creds["aws_access_key_id"]
+        kwargs["secret_key"] = creds["aws_secret_access_key"]
+    return kwargs
+
+
+class BatchReader:
+    """Per-process reader of the published batch state with its caches."""
+
+    def __init__(self, cfg: TallyConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.catalog = Catalog(cfg)
+        self.views = BatchViews(cfg, self.catalog)
+        if not self.catalog.store.uri.startswith("file://"):
+            self.views.fs = _s3_fs_with_timeouts(cfg)
+        self.view_cache = ByteLRU(cfg.serve.cache_mb * 1024 * 1024)
+        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self._snapshot: Snapshot | None = None
+        self._horizon_start: tuple[float, str | None] | None = None
+        self._lock = threading.Lock()
+
+    def horizon_start(self) -> str | None:
+        if self.cfg.batch.horizon_start:
+            return self.cfg.batch.horizon_start
+        now = self.clock()
+        cached = self._horizon_start
+        if cached is None or now - cached[0] >= self.cfg.serve.horizon_start_ttl_s:
+            day = _lake("reading the archive sinks' logs",
+                        lambda: earliest_raw_day(self.cfg, self.catalog.store))
+            cached = self._horizon_start = (now, day)
+        return cached[1]
+
+    def snapshot(self) -> Snapshot:
+        """One listing of the publication log, reused for ``serve.catalog_ttl_s``."""
+        now = self.clock()
+        snap = self._snapshot
+        if snap is not None and now - snap.taken_at < self.cfg.serve.catalog_ttl_s:
+            return snap
+        start = self.horizon_start()
+        days = _lake("listing the publication log", self.catalog.published_days)
+        snap = Snapshot(days, start, horizon_ms(days, start), now)
+        self._snapshot = snap
+        return snap
+
+    def entry(self, day: str, seq: int) -> dict[str, Any]:
+        key = (day, seq)
+        with self._lock:
+            e = self._entries.get(key)
+            if e is not None:
+                self._entries.move_to_end(key)
+                return e
+        import json
+
+        data = _lake(f"reading the publication entry of {day}",
+                     lambda: self.catalog.store.get(f"{LOG_KEY}/date={day}/{seq:010d}.json"))
+        if data is None:
+            raise DependencyError("lake", f"publication entry {seq} of {day} is missing")
+        e = json.loads(data)
+        with self._lock:
+            self._entries[key] = e
+            while len(self._entries) > 10_000:
+                self._entries.popitem(last=False)
+        return e
+
+    def view(self, snap: Snapshot, day: str, granularity: str) -> tuple[str | None, IndexedView]:
+        """(version, indexed view) of a day before the horizon of ``snap``. Every such day from
+        ``horizon_start`` on is published; a day before ``horizon_start`` that is not has no raw
+        data (or lies before the configured start): (None, an empty view)."""
+        if day not in snap.days:
+            return None, EMPTY_VIEW
+        e = self.entry(day, snap.days[day])
+        key = (day, e["version"], granularity)
+        v = self.view_cache.get(key)
+        if v is None:
+            t0 = time.monotonic()
+            table = _lake(f"reading the {granularity} view of {day}",
+                          lambda: self.views.read(e, granularity))
+            v = IndexedView(table)
+            self.view_cache.put(key, v)
+            from serving_layer import metrics
+
+            metrics.VIEW_LOADS.labels(granularity).inc()
+            log.kv(LOG, 20, "view loaded", day=day, version=e["version"], granularity=granularity,
+                   rows=table.num_rows, seconds=round(time.monotonic() - t0, 3))
+        return e["version"], v

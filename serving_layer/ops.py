@@ -1,0 +1,99 @@
+"""Operations endpoints: liveness, readiness (Kafka, HBase, the lake, each named), Prometheus
+metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+from flask import Blueprint, Response, jsonify
+
+from batch_layer.catalog import LOG_KEY
+from serving_layer import metrics
+from serving_layer.app import resources, tally_cfg
+
+bp = Blueprint("ops", __name__)
+
+
+@bp.get("/")
+def dashboard():
+    from serving_layer.dashboard import PAGE
+
+    return Response(PAGE, mimetype="text/html")
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify({"status": "ok", "pid": os.getpid()})
+
+
+def _check_kafka() -> str:
+    from kafka import KafkaAdminClient
+
+    cfg = tally_cfg()
+    ms = int(min(cfg.serve.kafka_timeout_s, 5) * 1000)
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers, request_timeout_ms=ms,
+                             client_id="tally-serve-ready")
+    try:
+        topics = admin.list_topics()
+    finally:
+        admin.close()
+    if cfg.kafka.topic not in topics:
+        raise RuntimeError(f"topic {cfg.kafka.topic} does not exist")
+    return f"topic {cfg.kafka.topic} present"
+
+
+def _check_hbase() -> str:
+    res = resources()
+    tables = res.speed._with_retry("tables", lambda conn: conn.tables())
+    want = {res.cfg.hbase.speed_table, res.cfg.hbase.top_table, res.cfg.hbase.meta_table}
+    missing = want - {t.decode() for t in tables}
+    if missing:
+        raise RuntimeError(f"tables missing: {', '.join(sorted(missing))}")
+    return "speed, top and meta tables present"
+
+
+def _check_lake() -> str:
+    from serving_layer.batch import _lake
+
+    store = resources().batch.catalog.store
+    keys = _lake("listing the publication log", lambda: store.list(f"{LOG_KEY}/"))
+    return f"{store.uri}: {len(keys)} publication entries"
+
+
+CHECKS: dict[str, Callable[[], str]] = {"kafka": _check_kafka, "hbase": _check_hbase,
+                                        "lake": _check_lake}
+
+
+@bp.get("/readyz")
+def readyz():
+    out: dict[str, Any] = {}
+    ok = True
+    for name, check in CHECKS.items():
+        t0 = time.monotonic()
+        try:
+            out[name] = {"ready": True, "detail": check()}
+        except Exception as exc:  # noqa: BLE001 - any failure makes the part not ready
+            ok = False
+            out[name] = {"ready": False, "detail": f"{type(exc).__name__}: {exc}"}
+        out[name]["seconds"] = round(time.monotonic() - t0, 3)
+    body = {"ready": ok, "dependencies": out}
+    if ok:
+        return jsonify(body)
+    down = [n for n, v in out.items() if not v["ready"]]
+    return jsonify({**body, "error": f"not ready: {', '.join(down)} unavailable"}), 503, \
+        {"Retry-After": "5"}
+
+
+@bp.get("/metrics")
+def get_metrics():
+    data, ctype = metrics.render()
+    return Response(data, mimetype=ctype.split(";")[0], content_type=ctype)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from serving_layer.openapi import document
+
+    return jsonify(document(tally_cfg()))

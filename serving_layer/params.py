@@ -1,0 +1,124 @@
+"""Request parameters of the REST API: parsed and checked once, every failure naming the
+parameter (``400 {"error": "<param>: <rule>"}``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Mapping
+
+from schemas.config import TallyConfig
+from schemas.event import MIN_TS_MS, parse_rfc3339_ms
+
+GRAN_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+DAY_MS = GRAN_MS["day"]
+# 9999-12-31T23:59:59.999Z: the last instant RFC 3339 can write.
+MAX_TS_MS = 253_402_300_799_999
+VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_K = 1000
+
+
+class ParamError(Exception):
+    """A bad request parameter; the message names it."""
+
+    def __init__(self, param: str, rule: str, status: int = 400):
+        self.param = param
+        self.rule = rule
+        self.status = status
+        super().__init__(f"{param}: {rule}")
+
+
+def parse_time(text: str | None, param: str) -> int:
+    """Epoch milliseconds from RFC 3339 with an offset or integer epoch milliseconds."""
+    if text is None or text == "":
+        raise ParamError(param, "required (RFC 3339 with an offset, or epoch milliseconds)")
+    text = text.strip()
+    if re.fullmatch(r"[0-9]{1,16}", text):
+        ms = int(text)
+    else:
+        ms = parse_rfc3339_ms(text)
+        if ms is None:
+            raise ParamError(param, "must be an RFC 3339 date-time with an offset "
+                                    "(2026-11-27T10:15:00Z) or integer epoch milliseconds")
+    if not MIN_TS_MS <= ms <= MAX_TS_MS:
+        raise ParamError(param, "must be between 2000-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+    return ms
+
+
+def floor_to(ms: int, size: int) -> int:
+    return ms // size * size
+
+
+def ceil_to(ms: int, size: int) -> int:
+    return -(-ms // size) * size
+
+
+def parse_video_id(video_id: str) -> str:
+    if not VIDEO_ID.fullmatch(video_id or ""):
+        raise ParamError("video_id", "must be 1-64 characters of [A-Za-z0-9_-]")
+    return video_id
+
+
+def parse_event_type(args: Mapping[str, str], cfg: TallyConfig) -> str:
+    t = args.get("event_type", "view") or "view"
+    if t not in cfg.events.types:
+        raise ParamError("event_type", f"must be one of {', '.join(cfg.events.types)}")
+    return t
+
+
+def parse_granularity(args: Mapping[str, str]) -> str:
+    g = args.get("granularity", "hour") or "hour"
+    if g not in GRAN_MS:
+        raise ParamError("granularity", "must be one of minute, hour, day")
+    return g
+
+
+def parse_range(args: Mapping[str, str], size: int, max_days: int) -> tuple[int, int]:
+    """``from`` floored and ``to`` ceiled to ``size`` ms; the range non-empty and bounded."""
+    start, end = parse_time(args.get("from"), "from"), parse_time(args.get("to"), "to")
+    if start >= end:
+        raise ParamError("to", "must be after from")
+    start, end = floor_to(start, size), ceil_to(end, size)
+    if end - start > max_days * DAY_MS:
+        raise ParamError("to", f"the range must span at most {max_days} days at this granularity")
+    return start, end
+
+
+@dataclass(frozen=True)
+class CountsQuery:
+    video_id: str
+    event_type: str
+    granularity: str
+    from_ms: int
+    to_ms: int
+
+    @property
+    def size(self) -> int:
+        return GRAN_MS[self.granularity]
+
+
+def parse_counts(video_id: str, args: Mapping[str, str], cfg: TallyConfig) -> CountsQuery:
+    vid = parse_video_id(video_id)
+    t = parse_event_type(args, cfg)
+    g = parse_granularity(args)
+    max_days = cfg.serve.max_range_days_minute if g == "minute" else cfg.serve.max_range_days
+    start, end = parse_range(args, GRAN_MS[g], max_days)
+    return CountsQuery(vid, t, g, start, end)
+
+
+@dataclass(frozen=True)
+class TopQuery:
+    event_type: str
+    from_ms: int
+    to_ms: int
+    k: int
+
+
+def parse_top(args: Mapping[str, str], cfg: TallyConfig) -> TopQuery:
+    """Top-K ranges are floored/ceiled to the minute, the finest bucket either layer keeps."""
+    t = parse_event_type(args, cfg)
+    raw_k = args.get("k", "10") or "10"
+    if not re.fullmatch(r"[0-9]{1,7}", raw_k.strip()) or not 1 <= int(raw_k) <= MAX_K:
+        raise ParamError("k", f"must be an integer between 1 and {MAX_K}")
+    start, end = parse_range(args, GRAN_MS["minute"], cfg.serve.max_range_days)
+    return TopQuery(t, start, end, int(raw_k))

@@ -1,0 +1,29 @@
+"""``GET /v1/videos/{video_id}/counts`` and ``GET /v1/top``: merged batch + speed answers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from serving_layer import service
+from serving_layer.app import require_key, resources, tally_cfg
+from serving_layer.params import parse_counts, parse_top
+
+bp = Blueprint("queries", __name__)
+
+
+def _answer(status: int, body: dict, headers: dict) -> tuple[Response, int, dict]:
+    return jsonify(body), status, headers
+
+
+@bp.get("/v1/videos/<path:video_id>/counts")
+def get_counts(video_id: str):
+    require_key(always=False)
+    q = parse_counts(video_id, request.args, tally_cfg())
+    return _answer(*service.counts(resources(), q))
+
+
+@bp.get("/v1/top")
+def get_top():
+    require_key(always=False)
+    q = parse_top(request.args, tally_cfg())
+    return _answer(*service.top(resources(), q))

@@ -1,0 +1,276 @@
+"""The queries behind the REST API: merged counts and top-K, over per-process resources.
+
+:class:`Resources` holds what one worker process owns — the batch reader with its caches, the
+HBase speed store (a happybase pool with the serving timeouts), the Kafka producer — each created
+lazily on first use, and created again in a process that finds it was made by another pid (a
+forked worker never shares its parent's sockets).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from schemas.config import TallyConfig
+from schemas.event import format_ms, parse_rfc3339_ms
+from serving_layer.batch import BatchReader, Snapshot
+from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
+from serving_layer.plan import Part, day_pieces, plan
+from tally import log
+from tally.errors import DependencyError
+
+LOG = log.get("serve")
+
+
+class Resources:
+    def __init__(self, cfg: TallyConfig) -> None:
+        self.cfg = cfg
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._batch: BatchReader | None = None
+        self._speed = None
+        self._producer = None
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():  # forked: drop what the parent made, never use its sockets
+            from speed_layer import store
+
+            store._POOLS.clear()
+            self._pid = os.getpid()
+            self._batch = self._speed = self._producer = None
+
+    @property
+    def batch(self) -> BatchReader:
+        self._check_pid()
+        if self._batch is None:
+            with self._lock:
+                if self._batch is None:
+                    self._batch = BatchReader(self.cfg)
+        return self._batch
+
+    @property
+    def speed(self):
+        self._check_pid()
+        if self._speed is None:
+            from speed_layer.store import HBaseSpeedStore
+
+            s = self.cfg.serve
+            serving_cfg = self.cfg.replace(hbase={"timeout_ms": s.hbase_timeout_ms})
+            self._speed = HBaseSpeedStore(serving_cfg, retry_s=s.hbase_retry_s)
+        return self._speed
+
+    def producer(self):
+        self._check_pid()
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    from tally.producer import TallyProducer
+
+                    ms = int(self.cfg.serve.kafka_timeout_s * 1000)
+                    self._producer = TallyProducer(self.cfg, max_block_ms=ms,
+                                                   client_id="tally-serve")
+        return self._producer
+
+    def drop_producer(self) -> None:
+        """After a failed flush: start over with a fresh client on the next request."""
+        p, self._producer = self._producer, None
+        if p is not None:
+            try:
+                p._producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _iso(value: Any) -> str | None:
+    """A progress-record time as RFC 3339 UTC with milliseconds (None stays None)."""
+    if not value:
+        return None
+    ms = parse_rfc3339_ms(str(value))
+    return format_ms(ms) if ms is not None else str(value)
+
+
+def freshness(progress: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
+    p = progress or {}
+    max_et = p.get("max_event_time")
+    max_ms = parse_rfc3339_ms(str(max_et)) if max_et else None
+    return {
+        "speed_max_event_time": _iso(max_et),
+        "speed_watermark": _iso(p.get("watermark")),
+        "speed_updated_at": _iso(p.get("updated_at")),
+        "lag_seconds": round((now_ms - max_ms) / 1000, 3) if max_ms is not None else None,
+        "dropped_late": p.get("dropped_late"),
+    }
+
+
+def _speed_progress(res: Resources) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        return res.speed.read_progress(), None
+    except Exception as exc:  # noqa: BLE001
+        return None, _speed_failure(exc)
+
+
+def _speed_failure(exc: BaseException) -> str:
+    from serving_layer import metrics
+
+    metrics.SPEED_FAILURES.inc()
+    if isinstance(exc, DependencyError):
+        return str(exc)
+    LOG.warning("speed store read failed: %s: %s", type(exc).__name__, exc)
+    return f"hbase: {type(exc).__name__}: {exc}"
+
+
+def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
+    """(status, body, headers) of ``GET /v1/videos/{id}/counts``."""
+    now_ms = _now_ms() if now_ms is None else now_ms
+    cfg = res.cfg
+    snap: Snapshot = res.batch.snapshot()  # ONE state of the publication log for this request
+    p = plan(q.from_ms, q.to_ms, q.size, snap.horizon_ms, now_ms, cfg.hbase.speed_ttl_days)
+
+    values: dict[int, tuple[int, int]] = {}
+    versions: dict[str, str] = {}
+    for day, lo, hi, _whole in day_pieces(p.batch):
+        version, view = res.batch.view(snap, day, q.granularity)
+        versions[day] = version
+        for b, c, w in view.rows(q.video_id, q.event_type, lo, hi):
+            values[b] = (c, w)
+
+    speed_error = None
+    progress = None
+    if p.speed:
+        try:
+            for m in res.speed.read_minutes(q.video_id, q.event_type, p.speed.lo, p.speed.hi):
+                b = m.minute_ms // q.size * q.size
+                if p.speed.lo <= b < p.speed.hi:
+                    c, w = values.get(b, (0, 0))
+                    values[b] = (c + m.count, w + m.watch_ms)
+            progress = res.speed.read_progress()
+        except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
+            speed_error = _speed_failure(exc)
+        if speed_error and not p.batch:
+            return 503, {"error": f"{speed_error} (the whole range is answered by the speed "
+                                  f"views)", "dependency": "hbase"}, {"Retry-After": "5"}
+    else:
+        progress, _ = _speed_progress(res)
+
+    buckets = []
+    total = watch = 0
+    beyond = False
+    for b in p.buckets():
+        src = p.source(b)
+        item: dict[str, Any] = {"start": format_ms(b)}
+        if src == "speed" and speed_error:
+            item.update(count=None, watch_ms=None, source=src, unavailable=True)
+        else:
+            c, w = values.get(b, (0, 0))
+            total += c
+            watch += w
+            item.update(count=c, watch_ms=w, source=src)
+        if p.beyond_retention(b):
+            item["beyond_retention"] = True
+            beyond = True
+        buckets.append(item)
+
+    body: dict[str, Any] = {
+        "video_id": q.video_id, "event_type": q.event_type, "granularity": q.granularity,
+        "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
+        "total": total, "watch_ms": watch, "buckets": buckets,
+        "batch_horizon": format_ms(snap.horizon_ms) if snap.horizon_ms is not None else None,
+        "batch_versions": versions,
+        "freshness": freshness(progress, now_ms),
+        "speed_unavailable": bool(speed_error),
+    }
+    if speed_error:
+        body["partial"] = True
+        body.setdefault("warnings", []).append(
+            f"speed views unavailable ({speed_error}): buckets from {format_ms(p.speed.lo)} on "
+            f"have no count; total covers the batch part")
+    _note_unpublished(body, versions, snap)
+    if beyond:
+        body.setdefault("warnings", []).append(
+            f"buckets before {format_ms(p.retention_floor_ms)} after the batch horizon lie beyond "
+            f"speed retention ({cfg.hbase.speed_ttl_days} days): their counts may be incomplete")
+    return 200, body, {}
+
+
+def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
+    """(status, body, headers) of ``GET /v1/top``."""
+    now_ms = _now_ms() if now_ms is None else now_ms
+    cfg = res.cfg
+    snap = res.batch.snapshot()
+    p = plan(q.from_ms, q.to_ms, GRAN_MS["minute"], snap.horizon_ms, now_ms,
+             cfg.hbase.speed_ttl_days)
+    totals: dict[str, list[int]] = {}
+    versions: dict[str, str] = {}
+
+    def add(video: str, c: int, w: int) -> None:
+        t = totals.get(video)
+        if t is None:
+            totals[video] = [c, w]
+        else:
+            t[0] += c
+            t[1] += w
+
+    for day, lo, hi, whole in day_pieces(p.batch):
+        version, view = res.batch.view(snap, day, "day" if whole else "minute")
+        versions[day] = version
+        for v, (c, w) in view.per_video(q.event_type, lo, hi).items():
+            add(v, c, w)
+
+    speed_error = None
+    progress = None
+    if p.speed:
+        try:
+            for m in res.speed.scan_type_minutes(q.event_type, p.speed.lo, p.speed.hi):
+                if p.speed.lo <= m.minute_ms < p.speed.hi:
+                    add(m.video_id, m.count, m.watch_ms)
+            progress = res.speed.read_progress()
+        except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
+            speed_error = _speed_failure(exc)
+        if speed_error and not p.batch:
+            return 503, {"error": f"{speed_error} (the whole range is answered by the speed "
+                                  f"views)", "dependency": "hbase"}, {"Retry-After": "5"}
+    else:
+        progress, _ = _speed_progress(res)
+
+    ranked = sorted(((v, c, w) for v, (c, w) in totals.items() if c > 0),
+                    key=lambda r: (-r[1], r[0]))[:q.k]
+    body: dict[str, Any] = {
+        "event_type": q.event_type, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
+        "k": q.k,
+        "items": [{"video_id": v, "count": c, "watch_ms": w} for v, c, w in ranked],
+        "exact": not p.speed,
+        "batch_horizon": format_ms(snap.horizon_ms) if snap.horizon_ms is not None else None,
+        "batch_versions": versions,
+        "sources": {"batch": _part(p.batch), "speed": _part(p.speed)},
+        "freshness": freshness(progress, now_ms),
+        "speed_unavailable": bool(speed_error),
+    }
+    _note_unpublished(body, versions, snap)
+    if speed_error:
+        body["partial"] = True
+        body.setdefault("warnings", []).append(f"speed views unavailable ({speed_error}): the list covers only "
+                            f"{format_ms(p.batch.lo)} to {format_ms(p.batch.hi)}")
+    if p.speed and p.speed.lo < p.retention_floor_ms:
+        body.setdefault("warnings", []).append(
+            f"part of the range after the batch horizon lies beyond speed retention "
+            f"({cfg.hbase.speed_ttl_days} days): counts may be incomplete")
+        body["beyond_retention"] = True
+    return 200, body, {}
+
+
+def _note_unpublished(body: dict[str, Any], versions: dict[str, str | None], snap: Snapshot) -> None:
+    days = sorted(d for d, v in versions.items() if v is None)
+    if days:
+        body.setdefault("warnings", []).append(
+            f"{days[0]}..{days[-1]}: before the batch horizon start {snap.horizon_start}, no "
+            f"published view (no raw data): counted as empty (batch_versions null)")
+
+
+def _part(part: Part) -> dict[str, str] | None:
+    return {"from": format_ms(part.lo), "to": format_ms(part.hi)} if part else None

@@ -1,0 +1,244 @@
+"""The app over a real file:// lake and fake speed store / producer (no services): one snapshot
+of the publication log per request, the per-worker view cache keyed by version, the merge, the
+HBase-down flags, ingest acknowledgement and its failure."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch_layer.catalog import Catalog
+from schemas.config import load_config
+from serving_layer.app import create_app
+from serving_layer.batch import ByteLRU, IndexedView
+from speed_layer.store import MinuteCount
+from tally.errors import DependencyError, ProducerError
+
+DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
+D0 = "2025-11-24"
+D0_MS = 1_763_942_400_000
+
+
+def view_table(rows):
+    return pa.table({
+        "video_id": [r[0] for r in rows], "event_type": [r[1] for r in rows],
+        "bucket_start": pa.array([r[2] * 1000 for r in rows], pa.timestamp("us", tz="UTC")),
+        "count": pa.array([r[3] for r in rows], pa.int64()),
+        "watch_ms": pa.array([r[4] for r in rows], pa.int64())})
+
+
+def publish(cfg, day, version, minute_rows):
+    """Publish a version of ``day`` whose views are the roll-ups of ``minute_rows``."""
+    root = cfg.state_path / "lake"
+    views = {}
+    for g, size in (("minute", MIN), ("hour", HOUR), ("day", DAY)):
+        acc = {}
+        for v, t, m, c, w in minute_rows:
+            k = (v, t, m // size * size)
+            a = acc.setdefault(k, [0, 0])
+            a[0] += c
+            a[1] += w
+        key = f"views/date={day}/v={version}/{g}/part-0.parquet"
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(view_table([(*k, *a) for k, a in acc.items()]), root / key)
+        views[g] = {"files": [key]}
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    assert Catalog(cfg).publish(day, {"version": version, "input": {"listed_at": now},
+                                      "views": views}).published
+
+
+class FakeSpeed:
+    def __init__(self, rows, fail=False):
+        self.rows = [MinuteCount(*r) for r in rows]
+        self.fail = fail
+        self.calls = 0
+
+    def _check(self):
+        self.calls += 1
+        if self.fail:
+            raise DependencyError("hbase", "connection refused")
+
+    def read_minutes(self, video_id, event_type, lo, hi):
+        self._check()
+        return [r for r in self.rows if (r.video_id, r.event_type) == (video_id, event_type)
+                and lo <= r.minute_ms < hi]
+
+    def scan_type_minutes(self, event_type, lo, hi):
+        self._check()
+        return [r for r in self.rows if r.event_type == event_type and lo // HOUR * HOUR <= r.minute_ms]
+
+    def read_progress(self):
+        self._check()
+        return {"max_event_time": "2025-11-26T10:00:00.000Z", "watermark": "2025-11-26T09:50:00Z",
+                "updated_at": "2025-11-26T10:00:02Z"}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    cfg = load_config(environ={}, overrides={
+        "state_dir": str(tmp_path), "batch": {"horizon_start": D0},
+        "serve": {"catalog_ttl_s": 0.0}})
+    batch_rows = [("v1", "view", D0_MS + 5 * MIN, 3, 30), ("v1", "view", D0_MS + HOUR + 1 * MIN, 2, 20),
+                  ("v2", "view", D0_MS + 7 * MIN, 9, 90), ("v1", "like", D0_MS + 7 * MIN, 1, 0)]
+    publish(cfg, D0, "20251125T000000Z-aaaaaaaa", batch_rows)
+    speed_rows = [("v1", "view", D0_MS + DAY + 2 * MIN, 4, 40), ("v1", "view", D0_MS + DAY + HOUR, 1, 10),
+                  ("v2", "view", D0_MS + DAY + 3 * MIN, 1, 1),
+                  # Wrong on purpose: before the horizon, must never be used.
+                  ("v1", "view", D0_MS + 5 * MIN, 999, 999)]
+    app = create_app(cfg)
+    res = app.extensions["tally"]["resources"]
+    res._speed = FakeSpeed(speed_rows)
+    return cfg, app, res
+
+
+def iso(ms):
+    from schemas.event import format_ms
+
+    return format_ms(ms)
+
+
+def test_counts_merge_and_one_snapshot_per_request(setup, monkeypatch):
+    cfg, app, res = setup
+    c = app.test_client()
+    listings = []
+    real = res.batch.catalog.published_days
+    monkeypatch.setattr(res.batch.catalog, "published_days", lambda: listings.append(1) or real())
+    r = c.get("/v1/videos/v1/counts", query_string={
+        "from": iso(D0_MS + 30_000), "to": iso(D0_MS + DAY + 2 * HOUR - 1), "granularity": "hour"})
+    assert r.status_code == 200, r.json
+    b = r.json
+    assert len(listings) == 1  # one listing of the log for the whole request
+    assert b["from"] == iso(D0_MS) and b["to"] == iso(D0_MS + DAY + 2 * HOUR)
+    assert b["batch_horizon"] == iso(D0_MS + DAY)
+    assert b["batch_versions"] == {D0: "20251125T000000Z-aaaaaaaa"}
+    assert len(b["buckets"]) == 26
+    got = {x["start"]: (x["count"], x["watch_ms"], x["source"]) for x in b["buckets"] if x["count"]}
+    assert got == {iso(D0_MS): (3, 30, "batch"), iso(D0_MS + HOUR): (2, 20, "batch"),
+                   iso(D0_MS + DAY): (4, 40, "speed"), iso(D0_MS + DAY + HOUR): (1, 10, "speed")}
+    assert [x["source"] for x in b["buckets"]] == ["batch"] * 24 + ["speed"] * 2
+    assert (b["total"], b["watch_ms"]) == (10, 100)
+    assert b["freshness"]["speed_watermark"] == "2025-11-26T09:50:00.000Z"
+
+
+def test_a_new_publication_is_picked_up_and_cached_by_version(setup):
+    cfg, app, res = setup
+    c = app.test_client()
+    q = {"from": iso(D0_MS), "to": iso(D0_MS + DAY), "granularity": "day"}
+    assert c.get("/v1/videos/v1/counts", query_string=q).json["total"] == 5
+    assert c.get("/v1/videos/v1/counts", query_string=q).json["total"] == 5
+    assert res.batch.view_cache.misses == 1 and res.batch.view_cache.hits == 1
+    publish(cfg, D0, "20251125T010000Z-bbbbbbbb", [("v1", "view", D0_MS, 11, 1)])
+    b = c.get("/v1/videos/v1/counts", query_string=q).json
+    assert b["total"] == 11 and b["batch_versions"] == {D0: "20251125T010000Z-bbbbbbbb"}
+    # The next day published moves the horizon: its buckets are now batch (empty view = zeros).
+    publish(cfg, "2025-11-25", "20251126T000000Z-cccccccc", [])
+    b = c.get("/v1/videos/v1/counts", query_string={**q, "to": iso(D0_MS + 2 * DAY)}).json
+    assert b["batch_horizon"] == iso(D0_MS + 2 * DAY)
+    assert [(x["count"], x["source"]) for x in b["buckets"]] == [(11, "batch"), (0, "batch")]
+
+
+def test_hbase_down_flags_and_503(setup):
+    cfg, app, res = setup
+    res._speed.fail = True
+    c = app.test_client()
+    r = c.get("/v1/videos/v1/counts", query_string={
+        "from": iso(D0_MS), "to": iso(D0_MS + 2 * DAY), "granularity": "day"})
+    assert r.status_code == 200
+    assert r.json["speed_unavailable"] and r.json["partial"]
+    assert [(x["count"], x["source"], x.get("unavailable", False)) for x in r.json["buckets"]] == \
+        [(5, "batch", False), (None, "speed", True)]
+    r = c.get("/v1/videos/v1/counts", query_string={"from": iso(D0_MS + DAY), "to": iso(D0_MS + 2 * DAY)})
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+    assert r.json["dependency"] == "hbase" and r.json["error"].startswith("hbase:")
+    # Entirely before the horizon: no speed needed, answered, freshness unknown.
+    r = c.get("/v1/videos/v1/counts", query_string={"from": iso(D0_MS), "to": iso(D0_MS + DAY)})
+    assert r.status_code == 200 and r.json["total"] == 5 and not r.json["speed_unavailable"]
+    assert r.json["freshness"]["speed_max_event_time"] is None
+
+
+def test_top_merges_and_orders_ties_by_video(setup):
+    cfg, app, res = setup
+    c = app.test_client()
+    r = c.get("/v1/top", query_string={"from": iso(D0_MS), "to": iso(D0_MS + 2 * DAY), "k": 5})
+    # A tie on count (batch 5 + speed 5 against batch 9 + speed 1) is ordered by video_id.
+    assert r.json["items"] == [{"video_id": "v1", "count": 10, "watch_ms": 100},
+                               {"video_id": "v2", "count": 10, "watch_ms": 91}]
+    assert r.json["exact"] is False
+    r = c.get("/v1/top", query_string={"from": iso(D0_MS + 6 * MIN), "to": iso(D0_MS + HOUR)})
+    assert [(i["video_id"], i["count"]) for i in r.json["items"]] == [("v2", 9)]
+    assert r.json["exact"] is True
+
+
+class FakeProducer:
+    def __init__(self, fail=False):
+        self.sent = []
+        self.flushed = 0
+        self.fail = fail
+
+    def send_raw(self, value, key):
+        self.sent.append((key, value))
+
+    def flush(self, timeout_s=None):
+        self.flushed += 1
+        if self.fail:
+            raise ProducerError("kafka: 1 event(s) not acknowledged", retriable=True)
+        return len(self.sent)
+
+
+def test_ingest_acknowledged_and_kafka_failure(setup):
+    cfg, app, res = setup
+    res._producer = FakeProducer()
+    c = app.test_client()
+    ev = {"event_id": "e1", "video_id": "v1", "event_type": "view", "ts": "2025-11-25T00:00:00Z",
+          "new_field": 1}
+    r = c.post("/v1/events", json=[ev, {"event_id": "e2"}])
+    assert r.status_code == 202 and r.json == {
+        "accepted": 1, "rejected": [{"index": 1, "error": "video_id: required"}]}
+    assert res._producer.flushed == 1
+    assert res._producer.sent[0][0] == b"v1" and b'"new_field":1' in res._producer.sent[0][1]
+    res._producer = FakeProducer(fail=True)
+    r = c.post("/v1/events", json=ev)
+    assert r.status_code == 503 and r.json["dependency"] == "kafka" and r.headers["Retry-After"]
+    assert res._producer is None  # a fresh client on the next request
+
+
+def test_keys_and_rate_limit(tmp_path):
+    key = "x" * 16
+    cfg = load_config(environ={}, overrides={"state_dir": str(tmp_path), "serve": {
+        "api_keys": [key], "rate_limit_per_s": 0.001, "rate_limit_burst": 2}})
+    c = create_app(cfg).test_client()
+    assert c.post("/v1/events", json={}).status_code == 401
+    # Reads need no key unless serve.read_requires_key.
+    r = c.get("/v1/top?k=0&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z")
+    assert r.status_code == 400 and r.json["error"].startswith("k:")
+    hdr = {"X-API-Key": key}
+    codes = [c.post("/v1/events", json=[], headers=hdr).status_code for _ in range(3)]
+    assert codes[:2] == [400, 400] and codes[2] == 429
+
+
+def test_indexed_view_and_lru():
+    t = view_table([("b", "view", 2 * MIN, 1, 1), ("a", "view", MIN, 2, 2), ("a", "view", 0, 3, 3),
+                    ("a", "like", 0, 4, 4)])
+    v = IndexedView(t)
+    assert v.rows("a", "view", 0, 10 * MIN) == [(0, 3, 3), (MIN, 2, 2)]
+    assert v.rows("a", "view", MIN, 10 * MIN) == [(MIN, 2, 2)]
+    assert v.rows("c", "view", 0, 10 * MIN) == []
+    assert v.per_video("view", 0, 10 * MIN) == {"a": (5, 5), "b": (1, 1)}
+    assert v.per_video("like", MIN, 10 * MIN) == {}
+    assert IndexedView(t.slice(0, 0)).rows("a", "view", 0, 1) == []
+
+    class Item:
+        def __init__(self, n):
+            self.nbytes = n
+
+    lru = ByteLRU(100)
+    lru.put("a", Item(60))
+    lru.put("b", Item(30))
+    assert lru.get("a") is not None  # a is now the most recent
+    lru.put("c", Item(30))  # evicts b, the least recently used
+    assert lru.get("b") is None and lru.get("a") and lru.get("c") and lru.bytes == 90
+    lru.put("d", Item(500))  # alone over budget: kept, everything else goes
+    assert len(lru) == 1 and lru.get("d")

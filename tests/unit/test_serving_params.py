@@ -1,0 +1,142 @@
+"""Request parameters and the merge planning of the serving layer (no services)."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.config import load_config
+from serving_layer.params import ParamError, parse_counts, parse_time, parse_top
+from serving_layer.plan import Part, day_pieces, days_of, horizon_ms, plan
+
+CFG = load_config(environ={})
+H = 1_764_028_800_000  # 2025-11-25T00:00:00Z
+DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
+
+
+def test_times():
+    assert parse_time("2025-11-25T00:00:00Z", "from") == H
+    assert parse_time("2025-11-25T01:00:00+01:00", "from") == H
+    assert parse_time(str(H), "to") == H
+    for bad in ("", None, "2025-11-25", "2025-11-25T00:00:00", "2025-02-30T00:00:00Z", "-5",
+                "1e12", "999", "99999999999999999"):
+        with pytest.raises(ParamError) as e:
+            parse_time(bad, "from")
+        assert str(e.value).startswith("from: ")
+
+
+@pytest.mark.parametrize("gran,size", [("minute", MIN), ("hour", HOUR), ("day", DAY)])
+def test_counts_floor_and_ceil(gran, size):
+    q = parse_counts("v-1", {"from": str(H + 1), "to": str(H + size + 1), "granularity": gran}, CFG)
+    assert (q.from_ms, q.to_ms) == (H, H + 2 * size)
+    q = parse_counts("v-1", {"from": str(H), "to": str(H + size), "granularity": gran}, CFG)
+    assert (q.from_ms, q.to_ms) == (H, H + size)
+    assert q.event_type == "view"
+
+
+def test_counts_defaults_and_errors():
+    q = parse_counts("v_1", {"from": str(H), "to": str(H + 1)}, CFG)
+    assert q.granularity == "hour" and q.event_type == "view"
+    cases = [
+        ("a b", {"from": str(H), "to": str(H + 1)}, "video_id"),
+        ("x" * 65, {"from": str(H), "to": str(H + 1)}, "video_id"),
+        ("v", {"from": str(H), "to": str(H)}, "to"),
+        ("v", {"from": str(H + 5), "to": str(H)}, "to"),
+        ("v", {"to": str(H)}, "from"),
+        ("v", {"from": str(H)}, "to"),
+        ("v", {"from": str(H), "to": str(H + 1), "granularity": "week"}, "granularity"),
+        ("v", {"from": str(H), "to": str(H + 1), "event_type": "poke"}, "event_type"),
+        ("v", {"from": str(H), "to": str(H + 7 * DAY + 1), "granularity": "minute"}, "to"),
+        ("v", {"from": str(H), "to": str(H + 400 * DAY + 1), "granularity": "hour"}, "to"),
+        ("v", {"from": str(H), "to": str(H + 400 * DAY + 1), "granularity": "day"}, "to"),
+    ]
+    for vid, args, param in cases:
+        with pytest.raises(ParamError) as e:
+            parse_counts(vid, args, CFG)
+        assert e.value.param == param, (vid, args, str(e.value))
+    # The contract's minimum ranges are served.
+    parse_counts("v", {"from": str(H), "to": str(H + 7 * DAY), "granularity": "minute"}, CFG)
+    parse_counts("v", {"from": str(H), "to": str(H + 400 * DAY), "granularity": "hour"}, CFG)
+
+
+def test_top_params():
+    q = parse_top({"from": str(H + 1), "to": str(H + MIN + 1)}, CFG)
+    assert (q.from_ms, q.to_ms, q.k) == (H, H + 2 * MIN, 10)
+    for k in ("0", "1001", "x", "-1", "1.5"):
+        with pytest.raises(ParamError) as e:
+            parse_top({"from": str(H), "to": str(H + 1), "k": k}, CFG)
+        assert e.value.param == "k"
+    assert parse_top({"from": str(H), "to": str(H + 1), "k": "1000"}, CFG).k == 1000
+
+
+def test_config_limits_validated():
+    from tally.errors import ConfigError
+
+    for env, key in [({"TALLY_SERVE__MAX_RANGE_DAYS_MINUTE": "6"}, "serve.max_range_days_minute"),
+                     ({"TALLY_SERVE__MAX_RANGE_DAYS": "399"}, "serve.max_range_days"),
+                     ({"TALLY_SERVE__MAX_EVENTS": "1001"}, "serve.max_events"),
+                     ({"TALLY_SERVE__API_KEYS": "short"}, "serve.api_keys"),
+                     ({"TALLY_SERVE__CATALOG_TTL_S": "-1"}, "serve.catalog_ttl_s"),
+                     ({"TALLY_SERVE__NOPE": "1"}, "serve.nope")]:
+        with pytest.raises(ConfigError) as e:
+            load_config(environ=env)
+        assert str(e.value).startswith(key), str(e.value)
+    cfg = load_config(environ={"TALLY_SERVE__READ_REQUIRES_KEY": "true",
+                               "TALLY_SERVE__API_KEYS": "a" * 16 + "," + "b" * 20})
+    assert cfg.serve.read_requires_key and len(cfg.serve.api_keys) == 2
+
+
+# Merge planning ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [MIN, HOUR, DAY])
+def test_plan_splits_at_the_horizon(size):
+    p = plan(H - 2 * DAY, H + 2 * DAY, size, H, now_ms=H + 3 * DAY, speed_ttl_days=7)
+    assert p.batch == Part(H - 2 * DAY, H) and p.speed == Part(H, H + 2 * DAY)
+    buckets = p.buckets()
+    assert len(buckets) == 4 * DAY // size
+    sources = [p.source(b) for b in buckets]
+    # Every bucket exactly once, batch strictly before H, speed from H on.
+    assert sources == ["batch"] * (2 * DAY // size) + ["speed"] * (2 * DAY // size)
+    assert p.batch_days() == ["2025-11-23", "2025-11-24"]
+
+
+def test_plan_one_side_only_and_no_horizon():
+    p = plan(H - DAY, H - HOUR, HOUR, H, H, 7)
+    assert p.batch == Part(H - DAY, H - HOUR) and not p.speed
+    p = plan(H + HOUR, H + DAY, HOUR, H, H, 7)
+    assert not p.batch and p.speed == Part(H + HOUR, H + DAY)
+    assert p.batch_days() == []
+    p = plan(H - DAY, H + DAY, HOUR, None, H, 7)
+    assert not p.batch and p.speed == Part(H - DAY, H + DAY)
+    assert {p.source(b) for b in p.buckets()} == {"speed"}
+
+
+def test_plan_retention_flags_only_speed_buckets():
+    now = H + 10 * DAY + 5
+    p = plan(H - DAY, H + 10 * DAY, DAY, H, now, speed_ttl_days=7)
+    flags = [p.beyond_retention(b) for b in p.buckets()]
+    # H-1d is batch (never flagged); H..H+3d start before now-7d (= H+3d+5ms).
+    assert flags == [False, True, True, True, True, False, False, False, False, False, False]
+
+
+def test_plan_rejects_unaligned():
+    with pytest.raises(ValueError):
+        plan(H + 1, H + HOUR, HOUR, H, H, 7)
+    with pytest.raises(ValueError):
+        plan(H, H + HOUR, HOUR, H + HOUR, H, 7)
+
+
+def test_day_pieces_and_days():
+    pieces = day_pieces(Part(H - HOUR, H + DAY + MIN))
+    assert pieces == [("2025-11-24", H - HOUR, H, False), ("2025-11-25", H, H + DAY, True),
+                      ("2025-11-26", H + DAY, H + DAY + MIN, False)]
+    assert day_pieces(Part(H, H)) == []
+    assert days_of(Part(H, H + DAY)) == ["2025-11-25"]
+
+
+def test_horizon_from_one_listing():
+    assert horizon_ms({}, None) is None
+    assert horizon_ms({}, "2025-11-25") == H
+    assert horizon_ms({"2025-11-25": 1, "2025-11-26": 3}, "2025-11-25") == H + 2 * DAY
+    # A gap stops the horizon, whatever is published after it.
+    assert horizon_ms({"2025-11-25": 1, "2025-11-27": 1}, "2025-11-25") == H + DAY
+    assert horizon_ms({"2025-11-24": 1}, "2025-11-25") == H
