@@ -3,14 +3,17 @@ its minute, hour and day views; and the reprocessing of a range of days.
 
 Steps for a day: list the input from the archive sink's log, remove duplicate ``event_id``s,
 aggregate, write the views under a new version path, read them back and verify them (schema, row
-counts, totals against the input's distinct events), publish through the catalog, and remove old
-versions. Nothing a reader can see changes before the publication step, so a run killed at any
+counts, equal totals in every view, and every raw row of the input accounted for in exactly one
+event of one bucket), publish through the catalog, and remove old versions. Nothing a reader can see changes before the publication step, so a run killed at any
 point leaves the previously published version in place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
+import math
 import os
 import signal
 import socket
@@ -30,6 +33,7 @@ from tally.lake import spark_uri
 LOG = log.get("batch")
 
 
+BROADCAST_MAX_IDS = 2_000_000  # repeated ids broadcast to the scan up to this many (~50 MB)
 SHRINK_REASON = ("the input has {rows:,} raw rows, fewer than the {published:,} of the published "
                  "version {version}; the archive is append-only, so files are missing (deleted, or "
                  "dropped from the sink log by its retention); --allow-shrink publishes anyway")
@@ -50,6 +54,7 @@ class DayResult:
     raw_rows: int
     seconds: float
     rows: dict[str, int]
+    stages: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def refused(self) -> bool:
@@ -58,8 +63,9 @@ class DayResult:
 
     def line(self) -> str:
         state = "published" if self.published else f"not published ({self.reason})"
+        detail = ", ".join(f"{k} {v:.1f}s" for k, v in self.stages.items())
         return (f"{self.day}: {self.events:,} events from {self.raw_rows:,} raw rows, version "
-                f"{self.version} {state} in {self.seconds:.1f}s")
+                f"{self.version} {state} in {self.seconds:.1f}s" + (f" ({detail})" if detail else ""))
 
 
 def _fault(point: str) -> None:
@@ -67,6 +73,20 @@ def _fault(point: str) -> None:
     if os.environ.get("TALLY_FAULT_KILL_BATCH") == point:
         log.progress(f"fault injection: SIGKILL at {point}")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _shuffle_partitions(spark, cfg: TallyConfig, input_bytes: int):
+    """About one shuffle partition per 128 MB of input (at least ``spark.shuffle_partitions``), so
+    a large day does not aggregate millions of keys per task; adaptive execution coalesces the
+    small ones. The session's setting is restored afterwards."""
+    key = "spark.sql.shuffle.partitions"
+    before = spark.conf.get(key)
+    spark.conf.set(key, str(max(cfg.spark.shuffle_partitions, math.ceil(input_bytes / (128 << 20)))))
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before)
 
 
 def yesterday() -> dt.date:
@@ -100,34 +120,51 @@ def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = Non
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    minute = transform.minute_view(transform.distinct_events(raw)).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        views = transform.views_from_minutes(minute)
-        stats = raw.agg(F.count(F.lit(1)).alias("rows"),
-                        F.count_distinct("event_id").alias("distinct")).first()
-        raw_rows, distinct = int(stats["rows"]), int(stats["distinct"])
-        expected = {g: transform.view_stats(v) for g, v in views.items()}
-        version = new_version()
-        base = spark_uri(catalog.store.url(version_key(name, version)))
-        log.progress(f"batch {name}: writing version {version}")
-        for g in transform.VIEWS:
-            (views[g].orderBy("video_id", "event_type", "bucket_start")
-             .write.mode("errorifexists").parquet(f"{base}/{g}"))
-            if g == "minute":
-                _fault("write")
-    finally:
-        minute.unpersist()
+    stages: dict[str, float] = {}
+    mark = time.monotonic()
+    with _shuffle_partitions(spark, cfg, inp.bytes):
+        # The ids that repeat: usually a few percent, small enough to broadcast to the scan.
+        multi = transform.repeated_ids(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        n_multi = multi.count()
+        small = F.broadcast(multi) if n_multi <= BROADCAST_MAX_IDS else multi
+        counted = transform.minute_counts(transform.distinct_events(raw, small)).persist(
+            StorageLevel.MEMORY_AND_DISK)
+        try:
+            views = transform.views_from_minutes(transform.drop_bookkeeping(counted))
+            raw_rows = raw.count()
+            expected = {g: transform.view_stats(v) for g, v in views.items()}
+            accounted = transform.rows_accounted(counted)
+            stages["compute"] = time.monotonic() - mark
+            if accounted != raw_rows:
+                raise VerificationError(f"{name}: the views account for {accounted} raw rows, the "
+                                        f"input has {raw_rows}")
+            mark = time.monotonic()
+            version = new_version()
+            base = spark_uri(catalog.store.url(version_key(name, version)))
+            log.progress(f"batch {name}: writing version {version}")
+            for g in transform.VIEWS:
+                (views[g].orderBy("video_id", "event_type", "bucket_start")
+                 .write.mode("errorifexists").parquet(f"{base}/{g}"))
+                if g == "minute":
+                    _fault("write")
+            stages["write"] = time.monotonic() - mark
+        finally:
+            counted.unpersist()
+            multi.unpersist()
 
-    files = _verify(spark, catalog, name, version, expected, distinct)
+    mark = time.monotonic()
+    files = _verify(spark, catalog, name, version, expected)
+    stages["verify"] = time.monotonic() - mark
     events_n, watch = expected["minute"][1], expected["minute"][2]
     record: dict[str, Any] = {
         "version": version,
         "computed_at": now_rfc3339(),
         "code_version": __version__,
-        "input": {**inp.describe(), "raw_rows": raw_rows, "distinct_events": distinct},
+        "input": {**inp.describe(), "raw_rows": raw_rows, "distinct_events": events_n},
         "totals": {"events": events_n, "watch_ms": watch},
         "views": {g: {"rows": expected[g][0], "files": files[g]} for g in transform.VIEWS},
-        "job": {"host": socket.gethostname(), "app_id": spark.sparkContext.applicationId},
+        "job": {"host": socket.gethostname(), "app_id": spark.sparkContext.applicationId,
+                "seconds": {k: round(v, 1) for k, v in stages.items()}},
     }
     _fault("publish")
     cur = catalog.current(name)
@@ -140,11 +177,11 @@ def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = Non
         log.progress(f"batch {name}: not published: {result.reason}")
     catalog.cleanup(name)
     return DayResult(name, version, result.published, result.reason, events_n, watch, raw_rows,
-                     time.monotonic() - t0, {g: expected[g][0] for g in transform.VIEWS})
+                     time.monotonic() - t0, {g: expected[g][0] for g in transform.VIEWS}, stages)
 
 
 def _verify(spark, catalog: Catalog, day: str, version: str,
-            expected: dict[str, tuple[int, int, int]], distinct: int) -> dict[str, list[str]]:
+            expected: dict[str, tuple[int, int, int]]) -> dict[str, list[str]]:
     """Read the written version back; returns its files per view (relative to the lake)."""
     want_schema = spark_schema(VIEW_COLUMNS)
     files: dict[str, list[str]] = {}
@@ -162,9 +199,8 @@ def _verify(spark, catalog: Catalog, day: str, version: str,
         if got != expected[g]:
             raise VerificationError(f"{day} {g}: wrote (rows, events, watch_ms) = {got}, "
                                     f"computed {expected[g]}")
-    if expected["minute"][1] != distinct:
-        raise VerificationError(f"{day}: views count {expected['minute'][1]} events, the input "
-                                f"has {distinct} distinct event_ids")
+    if len({(e, w) for _r, e, w in expected.values()}) != 1:
+        raise VerificationError(f"{day}: the views' totals differ: {expected}")
     return files
 
 

@@ -21,12 +21,13 @@ def event_time(ts_ms: Column) -> Column:
     return F.timestamp_millis(ts_ms)
 
 
-def counted_events(valid: DataFrame) -> DataFrame:
-    """The columns counting needs, from validated events (``ts`` in epoch ms)."""
+def counted_events(valid: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
+    """The columns counting needs, from validated events (``ts`` in epoch ms), plus ``keep``."""
     return valid.select(
         "event_id", "video_id", "event_type",
         event_time(F.col("ts")).alias("event_time"),
         F.coalesce(F.col("watch_ms"), F.lit(0)).cast("long").alias("watch_ms"),
+        *keep,
     )
 
 
@@ -36,11 +37,13 @@ def bucket(granularity: str, time_col: str = "event_time") -> Column:
     return F.window(time_col, GRANULARITIES[granularity])
 
 
-def aggregate(events: DataFrame, granularity: str = "minute") -> DataFrame:
-    """``count`` and ``watch_ms`` per (video, event type, bucket) of distinct events."""
+def aggregate(events: DataFrame, granularity: str = "minute", carry: tuple[str, ...] = ()) -> DataFrame:
+    """``count`` and ``watch_ms`` per (video, event type, bucket) of distinct events (plus the
+    sums of the ``carry`` columns, for bookkeeping that is not part of the counts)."""
     return (events.groupBy(*KEYS, bucket(granularity).alias("bucket"))
-            .agg(F.count(F.lit(1)).alias("count"), F.sum("watch_ms").cast("long").alias("watch_ms"))
-            .select(*KEYS, F.col("bucket.start").alias("bucket_start"), "count", "watch_ms"))
+            .agg(F.count(F.lit(1)).alias("count"), F.sum("watch_ms").cast("long").alias("watch_ms"),
+                 *[F.sum(c).cast("long").alias(c) for c in carry])
+            .select(*KEYS, F.col("bucket.start").alias("bucket_start"), "count", "watch_ms", *carry))
 
 
 def rollup(view: DataFrame, granularity: str) -> DataFrame:

@@ -30,6 +30,7 @@ def test_the_first_written_copy_counts(spark):
     rows = {r["event_id"]: r for r in transform.distinct_events(df).collect()}
     assert set(rows) == {"a", "b"}
     assert rows["a"]["watch_ms"] == 100 and rows["b"]["watch_ms"] == 0  # absent counts as 0
+    assert rows["a"]["copies"] == 2 and rows["b"]["copies"] == 2
 
 
 def test_views_at_each_granularity_with_boundaries(spark):
@@ -57,6 +58,8 @@ def test_views_at_each_granularity_with_boundaries(spark):
     assert got["day"] == {
         ("v1", "view", at(0)): (4, 15), ("v1", "like", at(0)): (1, 0), ("v2", "view", at(0, day=21)): (1, 16)}
     assert transform.view_stats(views["minute"]) == (5, 6, 31)
+    # Every raw row is accounted for in exactly one bucket (the job's check against its input).
+    assert transform.rows_accounted(transform.minute_counts(transform.distinct_events(df))) == 7
     assert transform.view_stats(views["day"]) == (3, 6, 31)
 
 
