@@ -33,6 +33,7 @@ from tally.lake import spark_uri
 LOG = log.get("batch")
 
 
+VIEW_ROWS_PER_FILE = 4_000_000
 BROADCAST_MAX_IDS = 2_000_000  # repeated ids broadcast to the scan up to this many (~50 MB)
 SHRINK_REASON = ("the input has {rows:,} raw rows, fewer than the {published:,} of the published "
                  "version {version}; the archive is append-only, so files are missing (deleted, or "
@@ -143,7 +144,10 @@ def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = Non
             base = spark_uri(catalog.store.url(version_key(name, version)))
             log.progress(f"batch {name}: writing version {version}")
             for g in transform.VIEWS:
-                (views[g].orderBy("video_id", "event_type", "bucket_start")
+                # Few files, each sorted by video: a reader's filter on one video skips the
+                # row groups of the others (no global sort, which costs a sampling pass).
+                n_files = max(1, math.ceil(expected[g][0] / VIEW_ROWS_PER_FILE))
+                (views[g].coalesce(n_files).sortWithinPartitions("video_id", "event_type", "bucket_start")
                  .write.mode("errorifexists").parquet(f"{base}/{g}"))
                 if g == "minute":
                     _fault("write")
