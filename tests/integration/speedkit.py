@@ -54,7 +54,8 @@ class Installation:
 
 def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "file",
                       **env_extra: str) -> Installation:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TALLY_") or k.startswith("TALLY_STACK__")}  # jars stay where they are
     env.update({
         "TALLY_STATE_DIR": str(root / "state"),
         "TALLY_KAFKA__BOOTSTRAP_SERVERS": base.kafka.bootstrap_servers,
