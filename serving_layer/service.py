@@ -125,6 +125,23 @@ def _speed_failure(exc: BaseException) -> str:
     return f"hbase: {type(exc).__name__}: {exc}"
 
 
+def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple | None]:
+    """Run ``read`` (which adds the speed minutes of the plan's speed range) and read the
+    progress record: (progress, speed error, a 503 answer when nothing at all can be answered)."""
+    if not p.speed:
+        progress, _ = _speed_progress(res)
+        return progress, None, None
+    try:
+        read()
+        return res.speed.read_progress(), None, None
+    except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
+        error = _speed_failure(exc)
+    if not p.batch:
+        return None, error, (503, {"error": f"{error} (the whole range is answered by the speed "
+                                            f"views)", "dependency": "hbase"}, {"Retry-After": "5"})
+    return None, error, None
+
+
 def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
     """(status, body, headers) of ``GET /v1/videos/{id}/counts``."""
     now_ms = _now_ms() if now_ms is None else now_ms
@@ -140,23 +157,16 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
         for b, c, w in view.rows(q.video_id, q.event_type, lo, hi):
             values[b] = (c, w)
 
-    speed_error = None
-    progress = None
-    if p.speed:
-        try:
-            for m in res.speed.read_minutes(q.video_id, q.event_type, p.speed.lo, p.speed.hi):
-                b = m.minute_ms // q.size * q.size
-                if p.speed.lo <= b < p.speed.hi:
-                    c, w = values.get(b, (0, 0))
-                    values[b] = (c + m.count, w + m.watch_ms)
-            progress = res.speed.read_progress()
-        except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
-            speed_error = _speed_failure(exc)
-        if speed_error and not p.batch:
-            return 503, {"error": f"{speed_error} (the whole range is answered by the speed "
-                                  f"views)", "dependency": "hbase"}, {"Retry-After": "5"}
-    else:
-        progress, _ = _speed_progress(res)
+    def add_minutes():
+        for m in res.speed.read_minutes(q.video_id, q.event_type, p.speed.lo, p.speed.hi):
+            b = m.minute_ms // q.size * q.size
+            if p.speed.lo <= b < p.speed.hi:
+                c, w = values.get(b, (0, 0))
+                values[b] = (c + m.count, w + m.watch_ms)
+
+    progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
+    if unavailable:
+        return unavailable
 
     buckets = []
     total = watch = 0
@@ -222,21 +232,14 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
         for v, (c, w) in view.per_video(q.event_type, lo, hi).items():
             add(v, c, w)
 
-    speed_error = None
-    progress = None
-    if p.speed:
-        try:
-            for m in res.speed.scan_type_minutes(q.event_type, p.speed.lo, p.speed.hi):
-                if p.speed.lo <= m.minute_ms < p.speed.hi:
-                    add(m.video_id, m.count, m.watch_ms)
-            progress = res.speed.read_progress()
-        except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
-            speed_error = _speed_failure(exc)
-        if speed_error and not p.batch:
-            return 503, {"error": f"{speed_error} (the whole range is answered by the speed "
-                                  f"views)", "dependency": "hbase"}, {"Retry-After": "5"}
-    else:
-        progress, _ = _speed_progress(res)
+    def add_minutes():
+        for m in res.speed.scan_type_minutes(q.event_type, p.speed.lo, p.speed.hi):
+            if p.speed.lo <= m.minute_ms < p.speed.hi:
+                add(m.video_id, m.count, m.watch_ms)
+
+    progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
+    if unavailable:
+        return unavailable
 
     ranked = sorted(((v, c, w) for v, (c, w) in totals.items() if c > 0),
                     key=lambda r: (-r[1], r[0]))[:q.k]
