@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages the project needs: a JDK 17, Maven and Python's venv module. Installs only
-# what is missing, so it is a quick no-op on a machine that has them.
+# Debian packages the project needs: a JDK 17, Maven, Python's venv module, nginx (the serving
+# layer's load balancer) and Chromium (the dashboard's browser test). Installs only what is
+# missing, so it is a quick no-op on a machine that has them.
 set -euo pipefail
 need=()
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
