@@ -1,4 +1,5 @@
-"""Shared fixtures: a local SparkSession for unit tests, configs with isolated names."""
+"""Shared fixtures: a local SparkSession for unit tests, configs with isolated names, and the real
+local stack for the integration tests (tests/integration) and the fault-injection suite (tests/faults)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,40 @@ def clean_env(monkeypatch):
     for key in list(os.environ):
         if key.startswith("TALLY_"):
             monkeypatch.delenv(key)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = str(item.fspath)
+        if "/integration/" in path or "/faults/" in path:
+            item.add_marker(pytest.mark.integration)
+        if "/faults/" in path:
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture(scope="session")
+def cfg():
+    return load_config()
+
+
+@pytest.fixture(scope="session")
+def stack(cfg):
+    from tally.stack import Stack
+
+    status = Stack(cfg).status()
+    bad = {name: s["detail"] for name, s in status.items() if not s["healthy"]}
+    if bad:
+        pytest.fail(f"the local stack is not healthy (run `tally stack up`): {bad}", pytrace=False)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def spark_reader(tmp_path_factory):
+    """A SparkSession (with the connector jars) for reading what the jobs wrote."""
+    from tally.spark import build_session
+
+    cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
+                                 "spark": {"master": "local[1]", "driver_memory": "1g"}})
+    spark = build_session(cfg, "tally-test-reader")
+    yield spark
+    spark.stop()
