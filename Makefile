@@ -1,6 +1,7 @@
 # Tally: everything a fresh machine needs, from the project's own files.
 #   make test   installs everything, starts the local stack, runs the tests, stops the stack
-#   make demo   installs everything, starts the local stack and runs the platform end to end
+#   make demo   installs everything, starts the local stack and runs the platform end to end,
+#               serving the API and the dashboard until Ctrl-C
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -48,8 +49,9 @@ test: setup
 	  { $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; $(TALLY) stack down; exit $$rc; } || \
 	  { rc=$$?; $(TALLY) stack down; exit $$rc; }
 
-demo: stack-up
-	$(TALLY) demo
+# Starts the stack itself (and stops it again on Ctrl-C); `TALLY_DEMO_ARGS="--lake s3"` for the S3 lake.
+demo: setup
+	$(TALLY) demo $(TALLY_DEMO_ARGS)
 
 bench: stack-up
 	$(PY) bench/ingest.py

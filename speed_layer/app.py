@@ -83,6 +83,14 @@ class ProgressState:
     batches: dict[str, int] = field(default_factory=dict)
 
 
+def _offsets(source: dict[str, Any]) -> dict[str, dict[str, int]] | None:
+    end = source.get("endOffset")
+    try:
+        return json.loads(end) if isinstance(end, str) else end
+    except ValueError:
+        return None
+
+
 def _kafka_lag(source: dict[str, Any]) -> int | None:
     try:
         end = json.loads(source["endOffset"]) if isinstance(source["endOffset"], str) else source["endOffset"]
@@ -118,6 +126,8 @@ def progress_record(p: dict[str, Any], previous: dict[str, Any] | None,
         "dropped_late": before + dropped,
         "dropped_late_in_batch": dropped,
         "kafka_lag": _kafka_lag(p["sources"][0]) if p.get("sources") else None,
+        # Where the speed query has read up to ({topic: {partition: next offset}}).
+        "offsets": _offsets(p["sources"][0]) if p.get("sources") else None,
         "archive": archive,
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -155,7 +165,7 @@ def make_listener(cfg: TallyConfig, state: ProgressState):
             if name == "archive":
                 src = p["sources"][0] if p.get("sources") else {}
                 state.archive = {"batch_id": int(p["batchId"]), "rows": int(p.get("numInputRows", 0)),
-                                 "offsets": src.get("endOffset"), "kafka_lag": _kafka_lag(src),
+                                 "offsets": _offsets(src), "kafka_lag": _kafka_lag(src),
                                  "processing_time": p.get("timestamp")}
                 store.write_progress(state.archive, ARCHIVE_ROW)
                 log.kv(LOG, 20, "archive batch", **{k: v for k, v in state.archive.items() if k != "offsets"})

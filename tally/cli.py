@@ -191,7 +191,8 @@ def cmd_query(args: argparse.Namespace, cfg: TallyConfig) -> int:
 def cmd_demo(args: argparse.Namespace, cfg: TallyConfig) -> int:
     from tally.demo import run_demo
 
-    return run_demo(cfg, events=args.events, days=args.days)
+    return run_demo(cfg, events=args.events, days=args.days, lake=args.lake, wait=not args.no_wait,
+                    config_path=args.config)
 
 
 # parser -----------------------------------------------------------------------------------------
@@ -295,7 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", parents=[common], help="the platform end to end on the local stack")
     d.add_argument("--events", type=int, default=50_000)
-    d.add_argument("--days", type=int, default=3)
+    d.add_argument("--days", type=int, default=3, help="complete UTC days of traffic, ending yesterday")
+    d.add_argument("--lake", choices=["file", "s3"], default="file",
+                   help="the lake on local disk or on the S3 endpoint")
+    d.add_argument("--no-wait", action="store_true",
+                   help="stop everything after the checks instead of serving until Ctrl-C")
     return p
 
 
