@@ -45,11 +45,15 @@ def run_batch(cfg, master: str | None, days: list[dt.date], skip_unchanged: bool
     Exits 0 when every day was published (or left as it was: unchanged input, or a newer version
     already published), 1 when a day was refused (its input shrank)."""
     from batch_layer.job import run_days
-    from tally.spark import build_session
+    from tally.spark import build_session, failure, is_spark_failure
 
     spark = build_session(cfg, "tally-batch", master=master)
     try:
         results = run_days(spark, cfg, days, skip_unchanged=skip_unchanged, allow_shrink=allow_shrink)
+    except Exception as exc:
+        if is_spark_failure(exc):  # e.g. the lake unreachable mid-run: one line, nothing published
+            raise failure(exc, "the batch job") from None
+        raise
     finally:
         spark.stop()
     for r in results:

@@ -116,12 +116,16 @@ class LakeConfig:
     s3_secret_key: str = ""
     # The bucket `stack up` creates on the local S3 endpoint.
     bucket: str = "tally-lake"
+    # Spark jobs' retries of a failing lake request (S3A's fs.s3a.retry.limit).
+    s3_retry_limit: int = 7
 
     def validate(self) -> None:
         if self.uri and not self.uri.startswith(("file://", "s3://", "s3a://")):
             raise ConfigError("lake.uri: must start with file://, s3:// or s3a://")
         if self.s3_endpoint and not self.s3_endpoint.startswith(("http://", "https://")):
             raise ConfigError("lake.s3_endpoint: must be an http:// or https:// URL")
+        if self.s3_retry_limit < 0:
+            raise ConfigError("lake.s3_retry_limit: must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,10 @@ def s3a_conf(cfg: TallyConfig) -> dict[str, str]:
         "spark.hadoop.fs.s3a.path.style.access": "true",
         "spark.hadoop.fs.s3a.connection.ssl.enabled": str(cfg.lake.s3_endpoint.startswith("https")).lower(),
         "spark.hadoop.fs.s3a.change.detection.mode": "none",
+        # How long a job keeps retrying an unreachable lake before it fails (S3A's and the AWS
+        # SDK's retries multiply; the defaults ride out a blip of a minute or two).
+        "spark.hadoop.fs.s3a.retry.limit": str(cfg.lake.s3_retry_limit),
+        "spark.hadoop.fs.s3a.attempts.maximum": str(min(cfg.lake.s3_retry_limit, 5)),
     }
     creds = s3_credentials(cfg)
     if creds:
@@ -135,3 +139,50 @@ def build_session(cfg: TallyConfig, app_name: str, master: str | None = None,
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     return spark
+
+
+# Signs, in a Spark failure's chain of causes, that the lake could not be reached.
+_LAKE_SIGNS = ("SdkClientException", "Unable to execute HTTP request", "Connection refused",
+               "Connection reset", "AWSClientIOException", "UnknownHostException",
+               "ConnectTimeoutException", "AccessDeniedException", "Read-only file system",
+               "Permission denied")
+
+
+def _causes(exc: BaseException) -> list[str]:
+    """The failure's chain as "Class: message" lines, outermost first (Java causes included)."""
+    java = getattr(exc, "java_exception", None)
+    out: list[str] = []
+    seen = 0
+    while java is not None and seen < 20:
+        try:
+            out.append(str(java.toString()).splitlines()[0])
+            java = java.getCause()
+        except Exception:  # noqa: BLE001 - the JVM may be gone already
+            break
+        seen += 1
+    if not out:
+        out = [line for line in str(exc).splitlines() if line.strip()][:1] or [type(exc).__name__]
+    return out
+
+
+def failure(exc: BaseException, what: str):
+    """A Spark job's failure as one clear Tally error: the lake named when it was the cause
+    (retriable), else the root cause in one line."""
+    from tally.errors import DependencyError, TallyError
+
+    causes = _causes(exc)
+    root = causes[-1][:300]
+    if any(sign in c for c in causes for sign in _LAKE_SIGNS):
+        return DependencyError("lake", f"{what} failed, the lake could not be read or written: {root}")
+    return TallyError(f"{what} failed: {root}")
+
+
+def is_spark_failure(exc: BaseException) -> bool:
+    """Errors raised from the JVM through py4j or pyspark (not Tally's own, not Python bugs)."""
+    from py4j.protocol import Py4JError
+
+    try:
+        from pyspark.errors import PySparkException
+    except ImportError:  # pragma: no cover - older pyspark
+        PySparkException = ()  # type: ignore[assignment]
+    return isinstance(exc, (Py4JError, PySparkException))

@@ -1,5 +1,5 @@
 """Helpers of the batch-layer tests: stage archive rows, load them through the real file sink,
-and compare published views with ground truth, bucket for bucket."""
+generate whole archive days, and compare published views with ground truth, bucket for bucket."""
 
 from __future__ import annotations
 
@@ -98,3 +98,20 @@ def assert_exact(cfg, days, expected: dict[str, dict]) -> dict[str, int]:
             f"{[got[g].get(k) for k in list(missing)[:3]]}), {len(extra)} unexpected "
             f"(e.g. {list(extra.items())[:3]})")
     return {g: len(got[g]) for g in GRAN_MS}
+
+
+def generate_archive(inst, tmp_path, spark, seed: int, events: int = 20000, days: int = 2,
+                     start: str = "2026-11-20", name: str = "gen"):
+    """Generated archive-format days loaded through the file sink; the expected views."""
+    staging, truth = tmp_path / f"{name}-staging", tmp_path / f"{name}-truth.parquet"
+    inst.tally("-q", "generate", "--events", str(events), "--videos", "150", "--start", start,
+               "--days", str(days), "--seed", str(seed), "--duplicates", "0.05", "--late", "0.02",
+               "--archive-out", str(staging), "--truth", str(truth))
+    load(spark, inst.cfg, staging)
+    return expected_from_truth(truth)
+
+
+def current(inst, day: dt.date) -> dict:
+    from batch_layer.catalog import Catalog
+
+    return Catalog(inst.cfg).current(day.isoformat())

@@ -180,3 +180,56 @@ def json_loads_safe(b: bytes):
         return json.loads(b)
     except ValueError:
         return None
+
+
+def wait_for_watermark(inst, at_least: str, timeout_s: float = 300) -> dict:
+    """Wait until the speed layer's progress record shows a watermark >= ``at_least``."""
+    from speed_layer.store import HBaseSpeedStore
+
+    store = HBaseSpeedStore(inst.cfg)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        p = store.read_progress()
+        if p and p.get("watermark") and p["watermark"] >= at_least:
+            return p
+        time.sleep(1)
+    raise AssertionError(f"watermark never reached {at_least}:\n{inst.stream_log()}")
+
+
+def send_very_late(inst, n: int, day: str) -> list[dict]:
+    """``n`` valid, distinct events on ``day``, far behind the watermark."""
+    from schemas.event import parse_rfc3339_ms
+    from tally.producer import TallyProducer
+
+    base = parse_rfc3339_ms(f"{day}T12:00:00Z")
+    events = [{"event_id": f"very-late-{i}", "video_id": f"vid-{i % 7:06d}", "event_type": "view",
+               "ts": base + i * 1000, "watch_ms": 100} for i in range(n)]
+    with TallyProducer(inst.cfg) as producer:
+        for e in events:
+            producer.send_event(e)
+    return events
+
+
+def check_exact(inst, tmp_path, seed: int, gen_args: list[str], spark_reader,
+                dropped_ok: bool = False) -> dict:
+    """After a run of the generator's ``gen_args`` traffic (seed ``seed``, truth written to
+    ``truth-<seed>.parquet``): the speed views equal the truth; the archive holds each valid record
+    once per Kafka offset; the dead-letter topic holds every invalid record."""
+    from speed_layer.store import HBaseSpeedStore
+
+    out = tmp_path / f"sent-{seed}.jsonl"
+    inst.tally("generate", *gen_args, "--seed", str(seed), "--out", str(out))
+    progress = HBaseSpeedStore(inst.cfg).read_progress()
+    figures = compare_with_truth(read_truth(tmp_path / f"truth-{seed}.parquet"),
+                                 hbase_minutes(inst.cfg), progress["dropped_late"],
+                                 ontime_may_drop=dropped_ok)
+    if not dropped_ok:
+        assert figures["dropped_late"] == 0 and figures["speed_events"] == figures["true_events"]
+    valid_ids, invalid = expected_archive_and_dlq(sent_records(out))
+    archive = read_archive(spark_reader, inst.cfg)
+    rows = archive.select("event_id", "kafka_partition", "kafka_offset").collect()
+    assert collections.Counter(r["event_id"] for r in rows) == valid_ids
+    assert len({(r["kafka_partition"], r["kafka_offset"]) for r in rows}) == len(rows)
+    dlq = dlq_records(inst.cfg, len(invalid))
+    assert {r.value for r in dlq} == {raw for raw, _ in invalid}
+    return figures

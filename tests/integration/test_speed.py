@@ -5,46 +5,17 @@ from __future__ import annotations
 
 import collections
 import json
-import time
 
 import pytest
 
 from schemas.event import to_json
 from tests.integration.speedkit import (
     compare_with_truth, dlq_records, expected_archive_and_dlq, hbase_minutes, make_installation,
-    read_archive, read_truth, sent_records, wait_exit,
+    read_archive, read_truth, send_very_late, sent_records, wait_exit, wait_for_watermark,
 )
 
 GEN = ["--events", "50000", "--videos", "400", "--start", "2026-11-20", "--days", "3", "--seed", "17",
        "--late", "0.01", "--duplicates", "0.03", "--invalid", "0.01"]
-
-
-def wait_for_watermark(inst, at_least: str, timeout_s: float = 300) -> dict:
-    """Wait until the speed layer's progress record shows a watermark >= ``at_least``."""
-    from speed_layer.store import HBaseSpeedStore
-
-    store = HBaseSpeedStore(inst.cfg)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        p = store.read_progress()
-        if p and p.get("watermark") and p["watermark"] >= at_least:
-            return p
-        time.sleep(1)
-    raise AssertionError(f"watermark never reached {at_least}:\n{inst.stream_log()}")
-
-
-def send_very_late(inst, n: int, day: str) -> list[dict]:
-    """``n`` valid, distinct events on ``day``, far behind the watermark."""
-    from schemas.event import parse_rfc3339_ms
-    from tally.producer import TallyProducer
-
-    base = parse_rfc3339_ms(f"{day}T12:00:00Z")
-    events = [{"event_id": f"very-late-{i}", "video_id": f"vid-{i % 7:06d}", "event_type": "view",
-               "ts": base + i * 1000, "watch_ms": 100} for i in range(n)]
-    with TallyProducer(inst.cfg) as producer:
-        for e in events:
-            producer.send_event(e)
-    return events
 
 
 @pytest.mark.parametrize("lake", ["file", "s3"])

@@ -1,0 +1,151 @@
+"""Faults around the streaming job, against ground truth: the driver SIGKILLed three times mid-run,
+a second job started on the same checkpoints, and HBase's Thrift server stopped for a minute while
+the job streams and the API serves.
+
+Traffic here has retries but no deliberately late events, so an uninterrupted run's speed views
+equal the truth exactly: "nothing lost, nothing duplicated" is checked as "equal to the truth",
+and the archive must hold every valid record exactly once per Kafka offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.integration.batchkit import generate_archive
+from tests.integration.speedkit import check_exact, make_installation, wait_exit
+
+GEN = ["--events", "40000", "--videos", "300", "--start", "2026-11-21", "--days", "2",
+       "--duplicates", "0.03", "--invalid", "0.005", "--late", "0"]
+
+
+def generator(inst, seed: int, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tally.cli", "-q", "generate", *GEN, "--seed",
+                             str(seed), *extra], env=inst.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_driver_killed_three_times_and_a_second_job_refused(stack, tmp_path, unique, spark_reader):
+    inst = make_installation(stack, tmp_path, unique)
+    seed = 31
+    gen = generator(inst, seed, "--kafka", "--rate", "600", "--truth",
+                    str(tmp_path / f"truth-{seed}.parquet"))
+    kills = 0
+    # Two SIGKILLs at arbitrary moments while data flows ...
+    for _ in range(2):
+        stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "4s")
+        inst.wait_for_log("stream: queries speed")
+        time.sleep(6)  # not a wait for a condition: an arbitrary moment mid-run to kill at
+        kill_group(stream)
+        kills += 1
+    # ... one exactly between the HBase write and the checkpoint commit (fault injection) ...
+    before = inst.stream_log().count("fault injection: SIGKILL")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "4s",
+                               env={"TALLY_FAULT_KILL_AFTER_HBASE_WRITE": "1"})
+    assert stream.wait(timeout=300) == -signal.SIGKILL
+    kills += 1
+    assert inst.stream_log().count("fault injection: SIGKILL") == before + 1
+    # ... then a clean run to the end of the input, during which a second job is started on the
+    # same checkpoints: it must fail fast and change nothing.
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "4s", "--until-idle", "20")
+    inst.wait_for_log("stream: queries speed", timeout_s=240)
+    t0 = time.monotonic()
+    second = inst.tally("stream", "--until-idle", "5", check=False, timeout=120)
+    refused_in = time.monotonic() - t0
+    assert second.returncode != 0 and "in use by a running streaming job" in second.stderr, \
+        second.stderr[-2000:]
+    assert gen.wait(timeout=300) == 0, gen.stderr.read()
+    assert wait_exit(stream, 600, inst) == 0, inst.stream_log()
+    figures = check_exact(inst, tmp_path, seed, GEN, spark_reader)
+    print(f"after {kills} kills and a refused second job ({refused_in:.1f}s): lost "
+          f"{figures['true_events'] - figures['speed_events']}, {figures}")
+
+
+def _published_day(inst, tmp_path, spark_reader, day: dt.date) -> dict:
+    """A published batch view of ``day`` (a day the stream's traffic does not touch)."""
+    from batch_layer.job import run_day
+
+    expected = generate_archive(inst, tmp_path, spark_reader, seed=35, events=3000, days=1,
+                                start=day.isoformat(), name="before")
+    assert run_day(spark_reader, inst.cfg, day).published
+    return expected
+
+
+def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_path, unique,
+                                                                     spark_reader):
+    from serving_layer.app import create_app
+    from tally.stack import Stack
+
+    inst = make_installation(stack, tmp_path, unique, TALLY_HBASE__WRITE_RETRY_S="5")
+    day0 = dt.date(2026, 11, 20)
+    expected0 = _published_day(inst, tmp_path, spark_reader, day0)
+    api = create_app(inst.cfg.replace(serve={"catalog_ttl_s": 0.0, "hbase_timeout_ms": 1000})
+                     ).test_client()
+    video = max(((k[0], c) for k, (c, _w) in expected0["day"].items() if k[1] == "view"),
+                key=lambda kc: kc[1])[0]
+    query = {"from": "2026-11-20T12:00:00Z", "to": "2026-11-21T12:00:00Z", "granularity": "hour"}
+
+    seed = 32
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "25")
+    inst.wait_for_log("stream: queries speed")
+    gen = generator(inst, seed, "--kafka", "--rate", "1000", "--truth",
+                    str(tmp_path / f"truth-{seed}.parquet"))
+    shared = Stack(stack)
+    thrift_pid = shared.pid("hbase-thrift")
+    metadata = Path(inst.cfg.lake_uri[len("file://"):]) / "raw" / "events" / "_spark_metadata"
+    deadline = time.monotonic() + 180  # the outage starts once data flows through both queries
+    while not (metadata.is_dir() and any(metadata.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert metadata.is_dir() and any(metadata.iterdir()), inst.stream_log()
+    served = []
+    try:
+        os.killpg(thrift_pid, signal.SIGTERM)
+        down_at = time.monotonic()
+        while shared.pid("hbase-thrift") is not None:
+            time.sleep(0.2)
+        archived_before = len(list(metadata.iterdir()))
+        # Down for at least a minute, and until the archive has committed more batches without
+        # HBase and the speed query has failed on it; the API answers all along.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and (
+                time.monotonic() - down_at < 60
+                or len(list(metadata.iterdir())) <= archived_before
+                or "speed query failed, restarting" not in inst.stream_log()):
+            r = api.get(f"/v1/videos/{video}/counts", query_string=query)
+            served.append(r.status_code)
+            assert r.status_code == 200, r.json
+            body = r.json
+            assert body["speed_unavailable"] is True
+            batch = {b["start"]: b["count"] for b in body["buckets"] if b["source"] == "batch"}
+            assert len(batch) == 12 and all(b["count"] is None for b in body["buckets"]
+                                            if b["source"] == "speed")
+            for start, count in batch.items():
+                ms = int(dt.datetime.fromisoformat(start.replace("Z", "+00:00")).timestamp() * 1000)
+                assert count == expected0["hour"].get((video, "view", ms), (0, 0))[0], start
+            time.sleep(1)
+        archived_during = len(list(metadata.iterdir()))
+        assert "speed query failed, restarting" in inst.stream_log(), inst.stream_log()
+        outage_s = time.monotonic() - down_at
+    finally:
+        res = subprocess.run([sys.executable, "-m", "tally.cli", "-q", "stack", "up"],
+                             env={k: v for k, v in os.environ.items()}, capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+    assert outage_s >= 60 and archived_during > archived_before, "archiving stopped while HBase was down"
+    assert gen.wait(timeout=300) == 0, gen.stderr.read()
+    assert wait_exit(stream, 600, inst) == 0, inst.stream_log()
+    figures = check_exact(inst, tmp_path, seed, GEN, spark_reader)
+    r = api.get(f"/v1/videos/{video}/counts", query_string=query)
+    assert r.status_code == 200 and r.json["speed_unavailable"] is False
+    print(f"after an HBase outage of {outage_s:.0f}s ({len(served)} API answers during it, all "
+          f"200 with the batch part exact): lost {figures['true_events'] - figures['speed_events']}, "
+          f"{figures}")
