@@ -116,11 +116,13 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
     @app.errorhandler(DependencyError)
     def _dependency(exc: DependencyError) -> Response:
         LOG.warning("dependency unavailable: %s", exc)
+        metrics.BACKEND_ERRORS.labels(exc.dependency).inc()
         return error(503, str(exc), {"Retry-After": "5"}, dependency=exc.dependency)
 
     @app.errorhandler(ProducerError)
     def _producer(exc: ProducerError) -> Response:
         LOG.warning("kafka did not acknowledge: %s", exc)
+        metrics.BACKEND_ERRORS.labels("kafka").inc()
         return error(503, str(exc), {"Retry-After": "5"}, dependency="kafka")
 
     @app.errorhandler(HTTPException)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -22,6 +23,40 @@ EVENTS = Counter("tally_ingest_events_total", "events received over HTTP", ["out
 VIEW_LOADS = Counter("tally_batch_view_loads_total", "batch views read from the lake into a "
                      "worker's cache", ["granularity"])
 SPEED_FAILURES = Counter("tally_speed_read_failures_total", "speed-store reads that failed")
+BACKEND_ERRORS = Counter("tally_backend_errors_total", "backend calls that failed",
+                         ["dependency"])
+
+
+class FreshnessCollector:
+    """Gauges computed at scrape time by the worker that answers ``/metrics`` (the same in every
+    worker, so they need no multiprocess aggregation). ``read`` returns epoch milliseconds of the
+    batch horizon, the speed layer's last progress record and its highest event time (None when
+    unknown); a failing read leaves the gauges out rather than failing the scrape."""
+
+    GAUGES = (
+        ("horizon_ms", "tally_batch_horizon_age_seconds", "seconds between now and the batch horizon"),
+        ("speed_updated_ms", "tally_speed_lag_seconds",
+         "seconds since the speed layer's last progress record"),
+        ("speed_max_event_ms", "tally_speed_event_lag_seconds",
+         "seconds between now and the highest event time the speed layer has counted"),
+    )
+
+    def __init__(self, read: Callable[[], dict[str, int | None]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.read = read
+        self.clock = clock
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+
+        try:
+            values = self.read()
+        except Exception:  # noqa: BLE001 - a scrape must answer even with a backend down
+            return
+        now = self.clock()
+        for key, name, doc in self.GAUGES:
+            if values.get(key) is not None:
+                yield GaugeMetricFamily(name, doc, value=now - values[key] / 1000)
 
 
 def observe(method: str, endpoint: str, status: int, seconds: float) -> None:
@@ -29,14 +64,19 @@ def observe(method: str, endpoint: str, status: int, seconds: float) -> None:
     LATENCY.labels(endpoint).observe(seconds)
 
 
-def render() -> tuple[bytes, str]:
+def render(freshness: FreshnessCollector | None = None) -> tuple[bytes, str]:
+    data = generate_latest()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        data = generate_latest(registry)
+    if freshness is not None:
+        extra = CollectorRegistry()
+        extra.register(freshness)
+        data += generate_latest(extra)
+    return data, CONTENT_TYPE_LATEST
 
 
 class RateLimiter:

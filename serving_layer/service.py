@@ -119,6 +119,7 @@ def _speed_failure(exc: BaseException) -> str:
     from serving_layer import metrics
 
     metrics.SPEED_FAILURES.inc()
+    metrics.BACKEND_ERRORS.labels("hbase").inc()
     if isinstance(exc, DependencyError):
         return str(exc)
     LOG.warning("speed store read failed: %s: %s", type(exc).__name__, exc)

@@ -242,3 +242,38 @@ def test_indexed_view_and_lru():
     assert lru.get("b") is None and lru.get("a") and lru.get("c") and lru.bytes == 90
     lru.put("d", Item(500))  # alone over budget: kept, everything else goes
     assert len(lru) == 1 and lru.get("d")
+
+
+def _gauge(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_metrics_freshness_gauges_and_backend_errors(setup):
+    import time
+
+    from schemas.event import parse_rfc3339_ms
+
+    cfg, app, res = setup
+    c = app.test_client()
+    before = time.time()
+    text = c.get("/metrics").get_data(as_text=True)
+    after = time.time()
+    horizon_age = _gauge(text, "tally_batch_horizon_age_seconds")
+    assert before - (D0_MS + DAY) / 1000 <= horizon_age <= after - (D0_MS + DAY) / 1000
+    updated = parse_rfc3339_ms("2025-11-26T10:00:02Z") / 1000
+    assert before - updated <= _gauge(text, "tally_speed_lag_seconds") <= after - updated
+    assert _gauge(text, "tally_speed_event_lag_seconds") is not None
+    errors = _gauge(text, 'tally_backend_errors_total{dependency="hbase"}') or 0.0
+    # HBase down: the scrape still answers with the horizon, the speed gauges are left out, and
+    # a failed speed read counts as a backend error.
+    res._speed.fail = True
+    c.get("/v1/videos/v1/counts", query_string={"from": iso(D0_MS), "to": iso(D0_MS + 2 * DAY)})
+    r = c.get("/metrics")
+    assert r.status_code == 200
+    text = r.get_data(as_text=True)
+    assert _gauge(text, "tally_batch_horizon_age_seconds") is not None
+    assert _gauge(text, "tally_speed_lag_seconds") is None
+    assert _gauge(text, 'tally_backend_errors_total{dependency="hbase"}') >= errors + 1
