@@ -41,10 +41,11 @@ def test_driver_killed_three_times_and_a_second_job_refused(stack, tmp_path, uni
     gen = generator(inst, seed, "--kafka", "--rate", "600", "--truth",
                     str(tmp_path / f"truth-{seed}.parquet"))
     kills = 0
+    started = "stream: queries speed"
     # Two SIGKILLs at arbitrary moments while data flows ...
-    for _ in range(2):
+    for run in range(2):
         stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "4s")
-        inst.wait_for_log("stream: queries speed")
+        inst.wait_for_log(started, times=run + 1)
         time.sleep(6)  # not a wait for a condition: an arbitrary moment mid-run to kill at
         kill_group(stream)
         kills += 1
@@ -57,8 +58,9 @@ def test_driver_killed_three_times_and_a_second_job_refused(stack, tmp_path, uni
     assert inst.stream_log().count("fault injection: SIGKILL") == before + 1
     # ... then a clean run to the end of the input, during which a second job is started on the
     # same checkpoints: it must fail fast and change nothing.
+    runs = inst.stream_log_text().count(started)
     stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "4s", "--until-idle", "20")
-    inst.wait_for_log("stream: queries speed", timeout_s=240)
+    inst.wait_for_log(started, timeout_s=240, times=runs + 1)
     t0 = time.monotonic()
     second = inst.tally("stream", "--until-idle", "5", check=False, timeout=120)
     refused_in = time.monotonic() - t0

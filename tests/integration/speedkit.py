@@ -39,17 +39,21 @@ class Installation:
                                 env={**self.env, **(env or {})}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_for_log(self, text: str, timeout_s: float = 180) -> None:
-        """Wait until the stream's log shows ``text`` (e.g. that its queries are running)."""
+    def wait_for_log(self, text: str, timeout_s: float = 180, times: int = 1) -> None:
+        """Wait until the stream's log shows ``text`` (e.g. that its queries are running) at
+        least ``times`` times (the log accumulates over restarts of the job)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if text in (self.root / "stream.log").read_text(errors="replace"):
+            if (self.root / "stream.log").read_text(errors="replace").count(text) >= times:
                 return
             time.sleep(0.5)
         raise AssertionError(f"{text!r} not in the stream log after {timeout_s}s:\n{self.stream_log()}")
 
     def stream_log(self) -> str:
-        return (self.root / "stream.log").read_text(errors="replace")[-5000:]
+        return self.stream_log_text()[-5000:]
+
+    def stream_log_text(self) -> str:
+        return (self.root / "stream.log").read_text(errors="replace")
 
 
 def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "file",
