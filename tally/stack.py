@@ -418,7 +418,12 @@ class Stack:
         last = ""
         while time.monotonic() < deadline:
             if self.pid(part.name) is None:
-                raise StackError(f"{part.name}: exited during start-up\n{self.log_tail(part.name)}")
+                # A process being exec'd or renaming itself (nginx) shows no command line for an
+                # instant: only a second look decides.
+                time.sleep(0.5)
+                if self.pid(part.name) is None:
+                    raise StackError(f"{part.name}: exited during start-up\n"
+                                     f"{self.log_tail(part.name)}")
             try:
                 return part.health()
             except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
