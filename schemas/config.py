@@ -9,6 +9,7 @@ out-of-range values are rejected with a message that names the key.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 import typing
@@ -241,6 +242,46 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class FrontConfig:
+    """`tally front`: nginx in front of ``instances`` `tally serve` processes (README, "The front
+    door"). Instance i listens on ``first_instance_port + i``; nginx on ``port``."""
+
+    section: ClassVar[str] = "front"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    instances: int = 2
+    first_instance_port: int = 8001
+    # Passive health: an instance that failed max_fails times within fail_timeout_s gets no
+    # requests for fail_timeout_s (nginx's own defaults: 1 and 10 s).
+    max_fails: int = 1
+    fail_timeout_s: int = 10
+    connect_timeout_s: float = 1.0
+    # Longer than serve.kafka_timeout_s, so an ingest waiting for Kafka's verdict is not cut.
+    read_timeout_s: float = 30.0
+    # Attempts per request (the first included) on error or timeout; POSTs only before sending.
+    next_upstream_tries: int = 2
+    # Idle connections to the instances each nginx worker keeps open.
+    keepalive: int = 16
+    worker_processes: int = 1
+
+    def validate(self) -> None:
+        _positive(self, "port", "instances", "first_instance_port", "max_fails", "fail_timeout_s",
+                  "connect_timeout_s", "read_timeout_s", "next_upstream_tries", "keepalive",
+                  "worker_processes")
+        if self.instances > 16:
+            raise ConfigError("front.instances: must be at most 16")
+        if self.port >= 65536 or self.first_instance_port + self.instances > 65536:
+            raise ConfigError("front.port: ports must be below 65536")
+        if self.first_instance_port <= self.port < self.first_instance_port + self.instances:
+            raise ConfigError(f"front.port: {self.port} is one of the instances' ports "
+                              f"(front.first_instance_port + 0..{self.instances - 1})")
+
+    @property
+    def instance_ports(self) -> list[int]:
+        return [self.first_instance_port + i for i in range(self.instances)]
+
+
+@dataclass(frozen=True)
 class StackConfig:
     section: ClassVar[str] = "stack"
     # Where `mvn -f infra/pom.xml package` puts the jars; empty: infra/lib of this checkout.
@@ -265,6 +306,7 @@ class TallyConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    front: FrontConfig = field(default_factory=FrontConfig)
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
@@ -275,6 +317,10 @@ class TallyConfig:
             raise ConfigError(
                 "hbase.speed_ttl_days: must be longer than batch.max_lag_days, so that no bucket "
                 "after the batch horizon has already expired from the speed views")
+        if self.front.read_timeout_s <= self.serve.kafka_timeout_s:
+            raise ConfigError(
+                "front.read_timeout_s: must be longer than serve.kafka_timeout_s, so nginx does not "
+                "cut an ingest that is still waiting for Kafka's acknowledgement")
 
     # Derived locations ---------------------------------------------------------------------
     @property
@@ -383,6 +429,28 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else (
             list(value) if isinstance(value, tuple) else value)
     return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+
+
+def to_toml(cfg: "TallyConfig") -> str:
+    """The whole config as a TOML file that :func:`load_config` reads back to an equal object."""
+    top, sections = [], []
+    for key, value in to_dict(cfg).items():
+        if isinstance(value, dict):
+            sections.append(f"\n[{key}]\n" + "".join(f"{k} = {_toml_value(v)}\n"
+                                                    for k, v in value.items()))
+        else:
+            top.append(f"{key} = {_toml_value(value)}\n")
+    return "".join(top) + "".join(sections)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, bool]]:

@@ -30,7 +30,7 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 @command("stack")
 def cmd_stack(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally.stack import Stack, status_json
+    from tally.stack import Stack
 
     stack = Stack(cfg)
     if args.action == "up":
@@ -41,8 +41,13 @@ def cmd_stack(args: argparse.Namespace, cfg: TallyConfig) -> int:
         stopped = stack.down()
         log.progress(f"stack down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
         return 0
-    status = stack.status()
-    if args.json:
+    return _print_status(stack.status(), args.json)
+
+
+def _print_status(status: dict[str, dict], as_json: bool) -> int:
+    from tally.stack import status_json
+
+    if as_json:
         print(status_json(status))
     else:
         for p in status.values():
@@ -172,6 +177,21 @@ def cmd_serve(args: argparse.Namespace, cfg: TallyConfig) -> int:
     return run(cfg, args.host, args.port)
 
 
+@command("front")
+def cmd_front(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from tally.front import Front
+
+    front = Front(cfg)
+    if args.action == "up":
+        front.up()
+        return 0
+    if args.action == "down":
+        stopped = front.down()
+        log.progress(f"front down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
+        return 0
+    return _print_status(front.status(), args.json)
+
+
 @command("query")
 def cmd_query(args: argparse.Namespace, cfg: TallyConfig) -> int:
     from serving_layer.client import TallyClient, render_counts
@@ -281,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", parents=[common], help="the REST API under gunicorn")
     sv.add_argument("--host", help="bind address (default serve.host)")
     sv.add_argument("--port", type=int, help="port (default serve.port)")
+    fr = sub.add_parser("front", parents=[common],
+                        help="nginx load-balancing front.instances `tally serve` processes")
+    fr.add_argument("action", choices=["up", "down", "status"])
+    fr.add_argument("--json", action="store_true", help="status as JSON")
     qy = sub.add_parser("query", parents=[common], help="merged counts of a video from the REST API")
     qy.add_argument("video", help="the video_id")
     qy.add_argument("--event-type", default="view")

@@ -169,8 +169,11 @@ class Part:
     command: Callable[[], list[str]]
     health: Callable[[], str]  # returns a detail string or raises
     prepare: Callable[[], None] = lambda: None
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)  # None: unset it for the part
     endpoint: str = ""
+    # Whether a process command line (NUL-separated) is this part of this state directory;
+    # default: the JVM marker -Dtally.part=<name>@<state>.
+    owns: Callable[[str], bool] | None = None
 
 
 class Stack:
@@ -197,7 +200,8 @@ class Stack:
             Part("hbase-thrift", [cfg.hbase.port], self._thrift_cmd, self._thrift_health,
                  self._hbase_prepare, endpoint=f"thrift {cfg.hbase.host}:{cfg.hbase.port}"),
             Part("s3", [s3.port or 80], self._s3_cmd, self._s3_health,
-                 endpoint=cfg.lake.s3_endpoint),
+                 endpoint=cfg.lake.s3_endpoint,
+                 owns=lambda cmd: "moto.server" in cmd and f"-p\0{s3.port or 80}" in cmd),
         ]
 
     def _marker(self, part: str) -> str:
@@ -372,12 +376,10 @@ class Stack:
             return None
         if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie is not running
             return None
-        ident = self._marker(name) if name != "s3" else "moto.server"
-        if ident not in cmdline:
-            return None
-        if name == "s3" and f"-p\0{urlparse(self.cfg.lake.s3_endpoint).port}" not in cmdline:
-            return None
-        return pid
+        part = self.parts.get(name)
+        if part is not None and part.owns is not None:
+            return pid if part.owns(cmdline) else None
+        return pid if self._marker(name) in cmdline else None
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -404,7 +406,7 @@ class Stack:
         part.prepare()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_dir / f"{part.name}.out", "ab")
-        env = {**os.environ, **part.env}
+        env = {k: v for k, v in {**os.environ, **part.env}.items() if v is not None}
         proc = subprocess.Popen(part.command(), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, cwd=self.state, env=env,
                                 start_new_session=True)
@@ -416,7 +418,12 @@ class Stack:
         last = ""
         while time.monotonic() < deadline:
             if self.pid(part.name) is None:
-                raise StackError(f"{part.name}: exited during start-up\n{self.log_tail(part.name)}")
+                # A process being exec'd or renaming itself (nginx) shows no command line for an
+                # instant: only a second look decides.
+                time.sleep(0.5)
+                if self.pid(part.name) is None:
+                    raise StackError(f"{part.name}: exited during start-up\n"
+                                     f"{self.log_tail(part.name)}")
             try:
                 return part.health()
             except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
@@ -430,14 +437,25 @@ class Stack:
         """Start what is missing, wait until healthy, create topics, tables, lake and bucket."""
         t0 = time.monotonic()
         ensure_jars(self.cfg)
+        started, details = self.start_parts(list(self.parts.values()))
+        from tally import provision
+
+        provision.provision_all(self.cfg)
+        log.progress(f"stack up: healthy in {time.monotonic() - t0:.1f}s "
+                     f"(started: {', '.join(started) or 'nothing'})")
+        return details
+
+    def start_parts(self, parts: list[Part], what: str = "stack up"
+                    ) -> tuple[list[str], dict[str, str]]:
+        """Start those of ``parts`` that are not running and wait until all answer:
+        (names started, health detail per part). A held port refuses before anything starts."""
         self.state.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         started = []
-        # Check every port first, so that a held port refuses before anything is started.
-        for part in self.parts.values():
+        for part in parts:
             if self.pid(part.name) is None:
                 self._check_ports(part)
-        for part in self.parts.values():
+        for part in parts:
             if self.pid(part.name) is None:
                 pid = self._start(part)
                 started.append(part.name)
@@ -446,9 +464,8 @@ class Stack:
                 log.progress(f"  {part.name:<13} already running (pid {self.pid(part.name)})")
         deadline = time.monotonic() + self.cfg.stack.start_timeout_s
         details: dict[str, str] = {}
-        with ThreadPoolExecutor(len(self.parts)) as pool:
-            futures = {name: pool.submit(self._wait_healthy, part, deadline)
-                       for name, part in self.parts.items()}
+        with ThreadPoolExecutor(len(parts)) as pool:
+            futures = {part.name: pool.submit(self._wait_healthy, part, deadline) for part in parts}
             errors = []
             for name, fut in futures.items():
                 try:
@@ -457,13 +474,8 @@ class Stack:
                 except StackError as exc:
                     errors.append(str(exc))
             if errors:
-                raise StackError("stack up failed:\n" + "\n".join(errors))
-        from tally import provision
-
-        provision.provision_all(self.cfg)
-        log.progress(f"stack up: healthy in {time.monotonic() - t0:.1f}s "
-                     f"(started: {', '.join(started) or 'nothing'})")
-        return details
+                raise StackError(f"{what} failed:\n" + "\n".join(errors))
+        return started, details
 
     def down(self) -> list[str]:
         stopped = []

@@ -19,81 +19,19 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
-from schemas.event import format_ms
-from tests.integration.batchkit import load
-from tests.integration.speedkit import make_installation, read_truth
-
-DAY = 86_400_000
-GRAN = {"minute": 60_000, "hour": 3_600_000, "day": DAY}
-TODAY = dt.datetime.now(dt.timezone.utc).date()
-D0, D1, D2 = (TODAY - dt.timedelta(days=n) for n in (3, 2, 1))
-
-
-def day_ms(d: dt.date) -> int:
-    return int(dt.datetime.combine(d, dt.time(), dt.timezone.utc).timestamp() * 1000)
-
-
-def iso(ms: int) -> str:
-    return format_ms(ms)
-
-
-class World:
-    def __init__(self, inst, truth):
-        self.inst = inst
-        self.truth = truth  # (video, type, minute_ms) -> (count, watch_ms)
-        by_vt = collections.defaultdict(dict)
-        for (v, t, m), cw in truth.items():
-            by_vt[(v, t)][m] = cw
-        self.by_vt = by_vt
-        self.videos = sorted({v for v, _t, _m in truth})
-
-    def expected_buckets(self, video, etype, lo, hi, size):
-        out = {b: [0, 0] for b in range(lo, hi, size)}
-        for m, (c, w) in self.by_vt.get((video, etype), {}).items():
-            if lo <= m < hi:
-                out[m // size * size][0] += c
-                out[m // size * size][1] += w
-        return out
-
-    def expected_top(self, etype, lo, hi, k):
-        acc = collections.defaultdict(lambda: [0, 0])
-        for (v, t, m), (c, w) in self.truth.items():
-            if t == etype and lo <= m < hi:
-                acc[v][0] += c
-                acc[v][1] += w
-        ranked = sorted(((v, c, w) for v, (c, w) in acc.items() if c > 0), key=lambda r: (-r[1], r[0]))
-        return [{"video_id": v, "count": c, "watch_ms": w} for v, c, w in ranked[:k]]
+from tests.integration.servekit import (
+    D0, D1, D2, DAY, TODAY, assert_counts, build_world, consume, counts_params, day_ms, iso,
+    random_query,
+)
+from tests.integration.speedkit import make_installation
 
 
 @pytest.fixture(scope="module")
 def world(stack, tmp_path_factory, spark_reader):
-    from speed_layer.store import HBaseSpeedStore, MinuteCount
-
-    root = tmp_path_factory.mktemp("serving")
-    inst = make_installation(stack, root, uuid.uuid4().hex[:10])
-    staging, truth_path = root / "staging", root / "truth.parquet"
-    inst.tally("-q", "generate", "--events", "12000", "--videos", "80", "--start", D0.isoformat(),
-               "--days", "3", "--seed", "23", "--duplicates", "0.05", "--late", "0.02",
-               "--archive-out", str(staging), "--truth", str(truth_path))
-    load(spark_reader, inst.cfg, staging)
-    inst.tally("reprocess", "--from", D0.isoformat(), "--to", D0.isoformat())
-    truth = {k: (v[0], v[1]) for k, v in read_truth(truth_path).items()}
-    store = HBaseSpeedStore(inst.cfg)
-    rows = []
-    for (v, t, m), (c, w) in truth.items():
-        if m >= day_ms(D1):
-            rows.append(MinuteCount(v, t, m, c, w))
-        else:  # wrong on purpose: the batch side must answer these
-            rows.append(MinuteCount(v, t, m, c + 1000, w + 7))
-    store.write_minutes(rows)
-    store.write_progress({"max_event_time": "2026-11-27T10:00:00.000Z",
-                          "watermark": "2026-11-27T09:50:00.000Z",
-                          "updated_at": "2026-11-27T10:00:05Z", "dropped_late": 3})
-    return World(inst, truth)
+    return build_world(stack, tmp_path_factory.mktemp("serving"), spark_reader)
 
 
 def make_client(cfg, **serve):
@@ -104,49 +42,17 @@ def make_client(cfg, **serve):
 
 
 def check_counts(world, client, video, etype, gran, lo, hi, horizon_ms, from_raw=None, to_raw=None):
-    r = client.get(f"/v1/videos/{video}/counts", query_string={
-        "event_type": etype, "granularity": gran,
-        "from": from_raw if from_raw is not None else iso(lo),
-        "to": to_raw if to_raw is not None else iso(hi)})
+    r = client.get(f"/v1/videos/{video}/counts",
+                   query_string=counts_params(etype, gran, lo, hi, from_raw, to_raw))
     assert r.status_code == 200, r.json
-    body = r.json
-    size = GRAN[gran]
-    flo, chi = lo // size * size, -(-hi // size) * size
-    assert body["from"] == iso(flo) and body["to"] == iso(chi)
-    want = world.expected_buckets(video, etype, flo, chi, size)
-    got = {b["start"]: b for b in body["buckets"]}
-    assert [b["start"] for b in body["buckets"]] == [iso(b) for b in sorted(want)]
-    for b, (c, w) in want.items():
-        item = got[iso(b)]
-        assert (item["count"], item["watch_ms"]) == (c, w), (video, etype, gran, iso(b), item, (c, w))
-        assert item["source"] == ("batch" if b < horizon_ms else "speed"), item
-    assert body["total"] == sum(c for c, _ in want.values())
-    assert body["watch_ms"] == sum(w for _, w in want.values())
-    assert body["batch_horizon"] == iso(horizon_ms)
-    batch_days = {dt.datetime.fromtimestamp(b / 1000, dt.timezone.utc).date().isoformat()
-                  for b in want if b < horizon_ms}
-    assert set(body["batch_versions"]) == batch_days
-    for d, version in body["batch_versions"].items():  # null: before horizon_start, no raw data
-        assert (version is None) == (d < D0.isoformat()), (d, version)
-    return body
+    return assert_counts(world, r.json, video, etype, gran, lo, hi, horizon_ms)
 
 
 def random_queries(world, client, horizon_ms, n, seed):
     rnd = random.Random(seed)
-    span_lo, span_hi = day_ms(D0) - DAY, day_ms(D2) + 2 * DAY
     sources = collections.Counter()
     for i in range(n):
-        video = rnd.choice(world.videos[:10] if rnd.random() < 0.6 else world.videos + ["nobody"])
-        etype = rnd.choice(["view", "view", "like", "share", "comment", "dislike"])
-        gran = rnd.choice(["minute", "hour", "day"])
-        max_len = {"minute": 2 * DAY, "hour": 5 * DAY, "day": 6 * DAY}[gran]
-        kind = rnd.random()
-        if kind < 0.4:  # straddling the horizon, mid-bucket ends
-            lo = horizon_ms - rnd.randint(1, max_len // 2)
-            hi = horizon_ms + rnd.randint(1, max_len // 2)
-        else:
-            lo = rnd.randint(span_lo, span_hi)
-            hi = lo + rnd.randint(1, max_len)
+        video, etype, gran, lo, hi = random_query(world, rnd, horizon_ms)
         body = check_counts(world, client, video, etype, gran, lo, hi, horizon_ms,
                             from_raw=str(lo) if i % 3 == 0 else None)
         sources.update(b["source"] for b in body["buckets"])
@@ -258,26 +164,6 @@ def test_hbase_down_answers_the_batch_part_with_a_flag(world):
     r = client.get("/readyz")
     assert r.status_code == 503 and not r.json["dependencies"]["hbase"]["ready"]
     assert r.json["dependencies"]["kafka"]["ready"] and r.json["dependencies"]["lake"]["ready"]
-
-
-def consume(cfg, expected: int, timeout_s: float = 60):
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(cfg.kafka.topic, bootstrap_servers=cfg.kafka.bootstrap_servers,
-                             auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
-    out = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline and len(out) < expected:
-            for records in consumer.poll(timeout_ms=1000).values():
-                out.extend(records)
-        end = time.monotonic() + 2
-        while time.monotonic() < end:  # nothing more than expected
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend(records)
-    finally:
-        consumer.close()
-    return out
 
 
 def test_ingest_end_to_end_to_kafka(stack, tmp_path, unique):
