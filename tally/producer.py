@@ -30,19 +30,31 @@ class DeliveryTracker:
     holding the GIL), the futures are kept and reaped: every ``reap_every`` sends and at flush.
     """
 
-    def __init__(self, reap_every: int = 20_000) -> None:
+    def __init__(self, reap_every: int = 20_000, stuck_after_s: float = 90.0,
+                 clock=time.monotonic) -> None:
         self.inflight: list[Any] = []
         self.acked = 0
         self.failed = 0
         self.failures: list[tuple[Any, str]] = []
         self.reap_every = reap_every
+        self.stuck_after_s = stuck_after_s
+        self.clock = clock
+        self._last_reap = clock()
+        # Set when a batch expired or a send stayed unacknowledged past the delivery timeout:
+        # the client must be rebuilt, see TallyProducer._rebuild_if_expired.
+        self.expired = False
 
     def add(self, future: Any, key: Any) -> None:
-        self.inflight.append((future, key))
-        if len(self.inflight) >= self.reap_every:
+        now = self.clock()
+        self.inflight.append((future, key, now))
+        if len(self.inflight) >= self.reap_every or now - self._last_reap >= 1.0:
             self.reap()
 
     def on_error(self, key: Any, exc: BaseException) -> None:
+        from kafka.errors import KafkaTimeoutError
+
+        if isinstance(exc, KafkaTimeoutError):
+            self.expired = True
         self.failed += 1
         if len(self.failures) < 100:
             self.failures.append((key, f"{type(exc).__name__}: {exc}"))
@@ -50,14 +62,29 @@ class DeliveryTracker:
     def reap(self) -> None:
         """Account for every completed send; keep the rest."""
         pending = []
-        for fut, key in self.inflight:
+        for item in self.inflight:
+            fut, key, _sent = item
             if not fut.is_done:
-                pending.append((fut, key))
+                pending.append(item)
             elif fut.exception is None:
                 self.acked += 1
             else:
                 self.on_error(key, fut.exception)
         self.inflight = pending
+        self._last_reap = now = self.clock()
+        # kafka-python 3.0 can leave batches pending forever after a broker outage longer than
+        # the delivery timeout (they neither expire nor get sent): treat that as expired too.
+        if pending and now - pending[0][2] > self.stuck_after_s:
+            self.expired = True
+
+    def abandon(self, reason: str) -> None:
+        """Account for everything in flight now: completed sends as usual, the rest as failed."""
+        self.reap()
+        for _fut, key, _sent in self.inflight:
+            self.failed += 1
+            if len(self.failures) < 100:
+                self.failures.append((key, reason))
+        self.inflight = []
 
     def take_failures(self) -> tuple[int, list[tuple[Any, str]]]:
         n, failures = self.failed, self.failures
@@ -128,19 +155,50 @@ class TallyProducer:
 
     def __init__(self, cfg: TallyConfig, topic: str | None = None,
                  validator: EventValidator | None = None, **overrides: Any):
+        self.topic = topic or cfg.kafka.topic
+        self.validator = validator or EventValidator.from_config(cfg)
+        self.tracker = DeliveryTracker(stuck_after_s=cfg.kafka.delivery_timeout_ms / 1000 + 30)
+        self.sent = 0
+        self.rebuilds = 0
+        self._settings = producer_settings(cfg, **{"partitioner": KeyHashPartitioner(), **overrides})
+        self._producer = self._connect()
+
+    def _connect(self):
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        self.topic = topic or cfg.kafka.topic
-        self.validator = validator or EventValidator.from_config(cfg)
-        self.tracker = DeliveryTracker()
-        self.sent = 0
-        settings = producer_settings(cfg, **{"partitioner": KeyHashPartitioner(), **overrides})
         try:
-            self._producer = KafkaProducer(**settings)
+            return KafkaProducer(**self._settings)
         except KafkaError as exc:
-            raise DependencyError("kafka", f"cannot connect to {settings['bootstrap_servers']}: "
+            raise DependencyError("kafka", f"cannot connect to {self._settings['bootstrap_servers']}: "
                                            f"{type(exc).__name__}: {exc}") from exc
+
+    def _rebuild_if_expired(self) -> None:
+        """Replace the Kafka client once it stopped delivering: a batch expired (an outage longer
+        than ``delivery_timeout_ms``), or sends stayed pending past it — kafka-python's
+        idempotent producer can stay stuck after such an outage even once the broker is back.
+        What the old client still held is reported as not acknowledged (never silently lost);
+        the new client (a new producer id) takes the next sends. Raises a retriable
+        ProducerError while Kafka cannot be reached yet."""
+        if not self.tracker.expired:
+            return
+        if self._producer is not None:
+            old, self._producer = self._producer, None
+            try:
+                old.close(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - the old client is being dropped anyway
+                LOG.debug("closing the stuck producer: %s", exc)
+            self.tracker.abandon("not acknowledged: the Kafka client stopped delivering and was replaced")
+        try:
+            self._producer = self._connect()
+        except DependencyError as exc:
+            raise ProducerError(f"kafka: replacing a client that stopped delivering: {exc}",
+                                retriable=True) from exc
+        self.tracker.expired = False
+        self.rebuilds += 1
+        LOG.warning("producer: the Kafka client stopped delivering (an outage longer than "
+                    "kafka.delivery_timeout_ms) and was replaced; what it held is reported as "
+                    "not acknowledged")
 
     def send_event(self, event: Mapping[str, Any], clock_ms: int | None = None):
         """Validate ``event`` (raises ValidationError) and send it keyed by its video_id."""
@@ -152,6 +210,7 @@ class TallyProducer:
         """Send bytes as they are. The returned future resolves when Kafka acknowledges."""
         from kafka.errors import KafkaError
 
+        self._rebuild_if_expired()
         try:
             fut = self._producer.send(self.topic, value=value, key=key, timestamp_ms=timestamp_ms)
         except KafkaError as exc:
@@ -167,9 +226,11 @@ class TallyProducer:
         from kafka.errors import KafkaError
 
         try:
-            self._producer.flush(timeout=timeout_s)
+            if self._producer is not None:  # None: being replaced, see _rebuild_if_expired
+                self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             self.tracker.reap()
+            self.tracker.expired = True  # a flush that timed out: start the next sends afresh
             raise ProducerError(f"kafka: flush did not complete: {type(exc).__name__}: {exc}; "
                                 f"{len(self.tracker.inflight)} event(s) not acknowledged yet",
                                 retriable=True) from exc
@@ -187,7 +248,8 @@ class TallyProducer:
             return self.flush(timeout_s)
         finally:
             try:
-                self._producer.close(timeout=timeout_s if timeout_s is not None else 5)
+                if self._producer is not None:
+                    self._producer.close(timeout=timeout_s if timeout_s is not None else 5)
             except Exception as exc:  # noqa: BLE001 - closing must not hide the flush result
                 LOG.warning("producer close: %s", exc)
 
