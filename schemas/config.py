@@ -166,9 +166,10 @@ class ClusterConfig:
     section: ClassVar[str] = "cluster"
     host: str = "127.0.0.1"
     master_port: int = 7077
-    master_webui_port: int = 8080
+    # Spark's own defaults are 8080/8081; 8080 is the front door's (front.port).
+    master_webui_port: int = 8090
     worker_port: int = 7078
-    worker_webui_port: int = 8081
+    worker_webui_port: int = 8091
     worker_cores: int = 2
     worker_memory: str = "2g"
     # Each application's share of the worker: the streaming job holds its executor for as long

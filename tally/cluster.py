@@ -36,9 +36,10 @@ from tally.errors import StackError, TallyError
 from tally.stack import LOG4J2_TEMPLATE, Part, Stack
 
 JOBS = ("batch", "stream")
-# What the wheel is built from (setup.cfg reads README.md for its long description).
+# What the wheel is built from; setup.cfg also reads README.md (its long description), which
+# changes nothing the executors run and so is not part of the packed environment's key.
 PACKAGES = ("tally", "schemas", "speed_layer", "batch_layer", "serving_layer", "jobs")
-BUILD_FILES = ("setup.cfg", "pyproject.toml", "README.md")
+BUILD_FILES = ("setup.cfg", "pyproject.toml")
 # Requirements the packed environment leaves out. pyspark: the cluster's own Spark puts its
 # pyspark.zip on the executors' PYTHONPATH (480 MB more would only shadow it, and must match the
 # cluster's version anyway). moto: the local S3 endpoint, a development server.
@@ -184,8 +185,8 @@ def _source_files() -> list[Path]:
 
 
 def env_key() -> str:
-    """A hash of what the packed environment is made of: the build files, the sources, this
-    Python's version and the pinned dependency versions."""
+    """A hash of what the packed environment is made of: setup.cfg and pyproject.toml, the
+    packages' files, this Python's version and the pinned dependency versions."""
     h = hashlib.sha256()
     for path in _source_files():
         h.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -236,7 +237,7 @@ def _build_wheel(work: Path) -> Path:
     """A wheel of the project, built from a copy of its sources (the checkout stays clean)."""
     src = work / "src"
     src.mkdir()
-    for name in BUILD_FILES:
+    for name in (*BUILD_FILES, "README.md"):
         shutil.copy2(PROJECT_ROOT / name, src / name)
     for pkg in PACKAGES:
         shutil.copytree(PROJECT_ROOT / pkg, src / pkg,
