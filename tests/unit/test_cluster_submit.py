@@ -7,6 +7,7 @@ import shlex
 import sys
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,7 +24,7 @@ def test_defaults_match_the_contract():
 
 @pytest.mark.parametrize("env,message", [
     ({"TALLY_CLUSTER__WORKER_MEMORY": "2 GB"}, "cluster.worker_memory: must be a size"),
-    ({"TALLY_CLUSTER__MASTER_PORT": "8080"}, "cluster: master_port, master_webui_port"),
+    ({"TALLY_CLUSTER__MASTER_PORT": "8090"}, "cluster: master_port, master_webui_port"),
     ({"TALLY_CLUSTER__MASTER_PORT": "70000"}, "cluster.master_port: must be below 65536"),
     ({"TALLY_CLUSTER__APP_CORES": "3"}, "cluster.app_cores: must not exceed"),
     ({"TALLY_CLUSTER__MASTR_PORT": "1"}, "cluster.mastr_port: unknown config key"),
@@ -119,3 +120,31 @@ def test_cli_passes_what_follows_the_double_dash_to_the_job(cfg, tmp_path, monke
     with pytest.raises(SystemExit):
         main(["stack", "status", "--", "x"])
     assert "stack: unexpected arguments after '--': x" in capsys.readouterr().err
+
+
+def test_session_under_spark_submit_keeps_what_it_was_given(cfg, monkeypatch):
+    from pyspark.sql import SparkSession
+
+    from tally import spark as tally_spark
+
+    given = {"spark.master": "spark://127.0.0.1:39077", "spark.app.name": "tally-batch",
+             "spark.jars": "/elsewhere/x.jar", "spark.executor.extraJavaOptions": "-Dx=1"}
+    monkeypatch.setattr(tally_spark, "submitted_conf", lambda: given)
+    seen: dict[str, str] = {}
+
+    class Builder:
+        def config(self, key, value):
+            seen[key] = value
+            return self
+
+        def getOrCreate(self):
+            return SimpleNamespace(sparkContext=SimpleNamespace(setLogLevel=lambda level: None))
+
+    monkeypatch.setattr(SparkSession, "builder", Builder())
+    tally_spark.build_session(cfg, "tally-batch", master="submit")
+    assert not set(given) & set(seen)  # nothing spark-submit was given is set again
+    assert seen["spark.sql.session.timeZone"] == "UTC"  # the project's settings fill the rest
+    seen.clear()
+    tally_spark.build_session(cfg, "tally-archive")  # not under spark-submit: the config decides
+    assert seen["spark.master"] == cfg.spark.master and seen["spark.app.name"] == "tally-archive"
+    assert seen["spark.jars"].endswith("spark-sql-kafka-0-10_2.13-4.2.0.jar")
