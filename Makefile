@@ -12,7 +12,7 @@ TALLY := $(VENV)/bin/tally
 export TALLY_STATE_DIR ?= $(CURDIR)/.tally
 PYTEST_ARGS ?=
 
-.PHONY: setup venv jars system-deps stack-up stack-down stack-status test unit-test demo bench clean
+.PHONY: setup venv jars system-deps stack-up stack-down stack-status cluster-up cluster-down test unit-test demo bench clean
 
 setup: system-deps venv jars
 
@@ -39,6 +39,13 @@ stack-down:
 stack-status:
 	$(TALLY) stack status
 
+# The local Spark standalone cluster (`tally cluster submit batch|stream` runs the jobs on it).
+cluster-up: setup
+	$(TALLY) cluster up
+
+cluster-down:
+	-$(TALLY) cluster down
+
 # Unit tests only: no stack needed.
 unit-test: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
@@ -56,5 +63,5 @@ demo: setup
 bench: stack-up
 	$(PY) bench/ingest.py
 
-clean: stack-down
+clean: stack-down cluster-down
 	rm -rf $(TALLY_STATE_DIR) infra/lib $(VENV)

@@ -160,6 +160,47 @@ class SparkConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """The local Spark standalone cluster (`tally cluster`) and what jobs submitted to it get."""
+
+    section: ClassVar[str] = "cluster"
+    host: str = "127.0.0.1"
+    master_port: int = 7077
+    # Spark's own defaults are 8080/8081; 8080 is the front door's (front.port).
+    master_webui_port: int = 8090
+    worker_port: int = 7078
+    worker_webui_port: int = 8091
+    worker_cores: int = 2
+    worker_memory: str = "2g"
+    # Each application's share of the worker: the streaming job holds its executor for as long
+    # as it runs, so with all the worker's cores it would leave the nightly batch none.
+    app_cores: int = 1
+    executor_memory: str = "1g"
+    daemon_heap_mb: int = 256
+    # Where packed Python environments are cached; empty: <state>/cluster/env.
+    env_dir: str = ""
+
+    def validate(self) -> None:
+        ports = ("master_port", "master_webui_port", "worker_port", "worker_webui_port")
+        _positive(self, *ports, "worker_cores", "app_cores", "daemon_heap_mb")
+        if self.app_cores > self.worker_cores:
+            raise ConfigError("cluster.app_cores: must not exceed cluster.worker_cores")
+        for name in ports:
+            if getattr(self, name) >= 65536:
+                raise ConfigError(f"cluster.{name}: must be below 65536")
+        if len({getattr(self, n) for n in ports}) != len(ports):
+            raise ConfigError(f"cluster: {', '.join(ports)} must all differ")
+        for name in ("worker_memory", "executor_memory"):
+            value = getattr(self, name)
+            if not (value[:-1].isdigit() and value[-1:].lower() in ("m", "g")):
+                raise ConfigError(f"cluster.{name}: must be a size like 512m or 2g, got {value!r}")
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://{self.host}:{self.master_port}"
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     section: ClassVar[str] = "stream"
     trigger: str = "2 seconds"
@@ -303,6 +344,7 @@ class TallyConfig:
     lake: LakeConfig = field(default_factory=LakeConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any, Callable
 
 from schemas.config import TallyConfig, load_config
@@ -55,6 +56,36 @@ def _print_status(status: dict[str, dict], as_json: bool) -> int:
             pid = p["pid"] if p["pid"] else "-"
             print(f"{p['part']:<13} {mark:<9} pid={pid:<7} {p['endpoint']:<32} {p['detail']}")
     return 0 if all(p["healthy"] for p in status.values()) else 1
+
+
+# cluster ----------------------------------------------------------------------------------------
+
+@command("cluster")
+def cmd_cluster(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from tally import cluster
+
+    if args.action == "pack":
+        cluster.pack_env(cfg, force=args.force)
+        return 0
+    if args.action == "submit":
+        return cluster.submit(cfg, args.job, args.passthrough, config_file=args.config,
+                              print_only=args.print)
+    if args.passthrough:
+        raise TallyError(f"cluster {args.action}: takes no arguments after '--' "
+                         "(only `cluster submit` does)")
+    c = cluster.Cluster(cfg)
+    if args.action == "up":
+        log.progress(f"cluster up: state directory {cfg.state_path}")
+        t0 = time.monotonic()
+        started, _ = c.start_parts(list(c.parts.values()), "cluster up")
+        log.progress(f"cluster up: {cfg.cluster.master_url} (web UI {c.webui}) healthy in "
+                     f"{time.monotonic() - t0:.1f}s (started: {', '.join(started) or 'nothing'})")
+        return 0
+    if args.action == "down":
+        stopped = c.down()
+        log.progress(f"cluster down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
+        return 0
+    return _print_status(c.status(), args.json)
 
 
 # generate ---------------------------------------------------------------------------------------
@@ -242,6 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("action", choices=["up", "down", "status"])
     st.add_argument("--json", action="store_true", help="status as JSON")
 
+    cl = sub.add_parser("cluster", parents=[common],
+                        help="a local Spark standalone master + worker, and jobs submitted to it")
+    cla = cl.add_subparsers(dest="action", required=True, metavar="ACTION")
+    cla.add_parser("up", parents=[common], help="start the master and the worker")
+    cla.add_parser("down", parents=[common], help="stop them")
+    cls = cla.add_parser("status", parents=[common], help="their pids and health")
+    cls.add_argument("--json", action="store_true", help="status as JSON")
+    clp = cla.add_parser("pack", parents=[common],
+                         help="build (or find cached) the packed virtualenv the executors run in")
+    clp.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    clj = cla.add_parser("submit", parents=[common],
+                         help="run jobs/JOB.py on the cluster with spark-submit",
+                         epilog="The job's own arguments follow a '--': "
+                                "tally cluster submit batch -- --date 2026-11-20")
+    clj.add_argument("job", choices=["batch", "stream"])
+    clj.add_argument("--print", action="store_true",
+                     help="print the spark-submit command line instead of running it")
+
     g = sub.add_parser("generate", parents=[common],
                        help="synthetic traffic with its exact ground truth")
     g.add_argument("--events", type=int, required=True, help="number of valid distinct events")
@@ -330,7 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # After '--': arguments for a job that `cluster submit` passes on untouched.
+    passthrough = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(passthrough) - 1] if "--" in argv else argv)
+    args.passthrough = passthrough
+    if passthrough and args.command != "cluster":
+        parser.error(f"{args.command}: unexpected arguments after '--': {' '.join(passthrough)}")
     level = "WARNING" if args.verbose == 0 else ("INFO" if args.verbose == 1 else "DEBUG")
     log.setup(level, quiet=args.quiet)
     try:

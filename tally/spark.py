@@ -63,12 +63,20 @@ def log4j_file(cfg: TallyConfig, level: str = "WARN") -> Path:
     return path
 
 
-def base_conf(cfg: TallyConfig, with_jars: bool = True) -> dict[str, str]:
-    log4j = log4j_file(cfg, cfg.spark.log_level)
+def java_options(cfg: TallyConfig, log_to_file: bool = True) -> str:
+    """The JVM flags of the driver and the executors; ``log_to_file`` sends Spark's log lines to
+    ``<state>/logs/spark.log`` (executors on a cluster log where their cluster manager puts them)."""
     # The event validation compiles to one whole-stage-codegen method above HotSpot's 8,000-byte
     # limit for JIT compilation; without this flag it runs in the bytecode interpreter (about a
     # third of the parse's CPU in processNext), on every record, in each of the three queries.
-    java_opts = f"-Dlog4j2.configurationFile={log4j.as_uri()} -XX:-DontCompileHugeMethods"
+    opts = "-XX:-DontCompileHugeMethods"
+    if log_to_file:
+        opts = f"-Dlog4j2.configurationFile={log4j_file(cfg, cfg.spark.log_level).as_uri()} {opts}"
+    return opts
+
+
+def base_conf(cfg: TallyConfig, with_jars: bool = True) -> dict[str, str]:
+    java_opts = java_options(cfg)
     conf = {
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "false",
@@ -131,10 +139,16 @@ def build_session(cfg: TallyConfig, app_name: str, master: str | None = None,
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
-    if master != "submit":  # under spark-submit, its --master decides
-        builder = builder.master(master or cfg.spark.master)
-    for key, value in {**base_conf(cfg, with_jars), **(extra or {})}.items():
+    conf = {"spark.app.name": app_name, **base_conf(cfg, with_jars), **(extra or {})}
+    if master == "submit":
+        # Under spark-submit its --master, --jars, --archives and --conf decide; the project's
+        # settings only fill in what it was not given.
+        given = submitted_conf()
+        conf = {k: v for k, v in conf.items() if k not in given}
+    else:
+        conf["spark.master"] = master or cfg.spark.master
+    builder = SparkSession.builder
+    for key, value in conf.items():
         builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
@@ -186,3 +200,11 @@ def is_spark_failure(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover - older pyspark
         PySparkException = ()  # type: ignore[assignment]
     return isinstance(exc, (Py4JError, PySparkException))
+
+
+def submitted_conf() -> dict[str, str]:
+    """The conf spark-submit gave this driver (its JVM's ``spark.*`` system properties)."""
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized()
+    return dict(SparkConf().getAll())

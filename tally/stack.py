@@ -179,6 +179,8 @@ class Part:
 class Stack:
     """The local stack of one state directory."""
 
+    stop_order = ("hbase-thrift", "hbase", "kafka", "s3")
+
     def __init__(self, cfg: TallyConfig):
         self.cfg = cfg
         self.state = cfg.state_path
@@ -479,7 +481,7 @@ class Stack:
 
     def down(self) -> list[str]:
         stopped = []
-        for name in ("hbase-thrift", "hbase", "kafka", "s3"):
+        for name in self.stop_order:
             pid = self.pid(name)
             if pid is None:
                 self.pid_file(name).unlink(missing_ok=True)
