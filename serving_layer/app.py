@@ -13,11 +13,13 @@ naming the dependency when one needed for the answer is down. Any other 5xx is a
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from schemas.config import TallyConfig, load_config
 from serving_layer.params import ParamError
@@ -26,6 +28,7 @@ from tally import log
 from tally.errors import DependencyError, ProducerError
 
 LOG = log.get("serve")
+_RULE_VAR = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 
 
 class ApiError(Exception):
@@ -36,6 +39,13 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.extra = extra
         super().__init__(message)
+
+
+class AnyText(BaseConverter):
+    """A path segment of any characters, newlines and slashes included, even empty."""
+
+    regex = r"(?s:.*?)"
+    part_isolating = False
 
 
 def tally_cfg() -> TallyConfig:
@@ -74,6 +84,7 @@ def require_key(always: bool) -> None:
 def create_app(cfg: TallyConfig | None = None) -> Flask:
     cfg = cfg or load_config()
     app = Flask("tally.serve")
+    app.url_map.converters["any_text"] = AnyText
     app.config["MAX_CONTENT_LENGTH"] = cfg.serve.max_body_bytes
     app.json.sort_keys = False
     app.extensions["tally"] = {"cfg": cfg, "resources": Resources(cfg)}
@@ -100,7 +111,9 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
 
     @app.after_request
     def _finish(resp: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        # The OpenAPI form of the route (/v1/videos/{video_id}/counts): one series per endpoint.
+        endpoint = (_RULE_VAR.sub(r"{\1}", request.url_rule.rule)
+                    if request.url_rule is not None else "unmatched")
         metrics.observe(request.method, endpoint, resp.status_code,
                         time.monotonic() - g.get("t0", time.monotonic()))
         return resp
@@ -132,7 +145,10 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
             405: f"{request.method} {request.path}: method not allowed",
             413: f"body: larger than {cfg.serve.max_body_bytes} bytes",
         }
-        return error(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name))
+        # Keep what the exception's own response says beyond its body (405: Allow).
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return error(exc.code or 500, messages.get(exc.code or 0, exc.description or exc.name),
+                     headers)
 
     @app.errorhandler(Exception)
     def _defect(exc: Exception) -> Response:

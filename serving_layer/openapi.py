@@ -1,4 +1,9 @@
-"""The OpenAPI 3.1 document of what the app really serves (``GET /openapi.json``)."""
+"""The OpenAPI 3.1 document of what the app really serves (``GET /openapi.json``).
+
+Response bodies are closed (``additionalProperties: false``) and list what is always present
+as ``required``, so a field the app adds or drops without this document saying so fails the
+schema test (tests/integration/test_serving_schema.py).
+"""
 
 from __future__ import annotations
 
@@ -7,44 +12,114 @@ from typing import Any
 from schemas.config import TallyConfig
 from serving_layer.params import MAX_K
 
+DATE_TIME = {"type": "string", "format": "date-time"}
+DATE_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _closed(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties,
+            "additionalProperties": False}
+
+
+def _json(schema: dict[str, Any], desc: str) -> dict[str, Any]:
+    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+
 
 def _err(desc: str) -> dict[str, Any]:
-    return {"description": desc,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return _json({"$ref": "#/components/schemas/Error"}, desc)
+
+
+def _retry_after(resp: dict[str, Any]) -> dict[str, Any]:
+    return {**resp, "headers": {"Retry-After": {"required": True,
+                                                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                                                "description": "seconds"}}}
 
 
 def document(cfg: TallyConfig) -> dict[str, Any]:
     s = cfg.serve
-    time_param = {"type": "string", "description": "RFC 3339 with an offset, or epoch milliseconds"}
-    unavailable = _err("a dependency needed for the answer is down (named in `dependency`); "
-                       "see Retry-After")
-    unavailable["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+    time_param = {
+        "anyOf": [DATE_TIME, {"type": "string", "pattern": "^[0-9]{1,16}$",
+                              "description": "epoch milliseconds"}],
+        "description": "RFC 3339 with an offset, or epoch milliseconds; from "
+                       "2000-01-01T00:00:00Z to 9999-12-31T00:00:00Z"}
+    unavailable = _retry_after(_err("a dependency needed for the answer is down (named in "
+                                    "`dependency`); see Retry-After"))
+    limited = _retry_after(_err("rate limit (per key and worker)"))
     auth_read = [{"apiKey": []}] if s.api_keys and s.read_requires_key else []
     auth_write = [{"apiKey": []}] if s.api_keys else []
-    freshness = {"type": "object", "properties": {
-        "speed_max_event_time": {"type": ["string", "null"], "format": "date-time"},
-        "speed_watermark": {"type": ["string", "null"], "format": "date-time"},
-        "speed_updated_at": {"type": ["string", "null"], "format": "date-time"},
-        "lag_seconds": {"type": ["number", "null"],
-                        "description": "server clock minus speed_max_event_time"},
-        "dropped_late": {"type": ["integer", "null"],
-                         "description": "events the speed layer dropped as late (cumulative)"}}}
+    event_type = {"name": "event_type", "in": "query",
+                  "schema": {"type": "string", "enum": list(cfg.events.types), "default": "view"}}
+    versions = {"type": "object", "additionalProperties": {"type": ["string", "null"]},
+                "description": "the batch version used per UTC day; null for a day before the "
+                               "horizon start with no published view (no raw data)"}
+    speed_unavailable = {"type": "boolean", "description": "the speed store could not be read"}
+    warnings = {"type": "array", "items": {"type": "string"}}
+    bucket = _closed(
+        ["start", "count", "watch_ms", "source"],
+        start=DATE_TIME, count={"type": ["integer", "null"], "minimum": 0},
+        watch_ms={"type": ["integer", "null"], "minimum": 0},
+        source={"enum": ["batch", "speed"]}, unavailable={"const": True},
+        beyond_retention={"const": True})
+    counts = _closed(
+        ["video_id", "event_type", "granularity", "from", "to", "total", "watch_ms", "buckets",
+         "batch_horizon", "batch_versions", "freshness", "speed_unavailable"],
+        video_id={"type": "string"}, event_type={"type": "string"},
+        granularity={"enum": ["minute", "hour", "day"]}, **{"from": DATE_TIME, "to": DATE_TIME},
+        total={"type": "integer", "minimum": 0}, watch_ms={"type": "integer", "minimum": 0},
+        buckets={"type": "array", "items": bucket}, batch_horizon=DATE_TIME_OR_NULL,
+        batch_versions=versions, freshness={"$ref": "#/components/schemas/Freshness"},
+        speed_unavailable=speed_unavailable, partial={"const": True}, warnings=warnings)
+    part = {"oneOf": [{"type": "null"}, _closed(["from", "to"], **{"from": DATE_TIME,
+                                                                  "to": DATE_TIME})]}
+    top = _closed(
+        ["event_type", "from", "to", "k", "items", "exact", "batch_horizon", "batch_versions",
+         "sources", "freshness", "speed_unavailable"],
+        event_type={"type": "string"}, **{"from": DATE_TIME, "to": DATE_TIME},
+        k={"type": "integer", "minimum": 1, "maximum": MAX_K},
+        items={"type": "array", "maxItems": MAX_K, "items": _closed(
+            ["video_id", "count", "watch_ms"], video_id={"type": "string"},
+            count={"type": "integer", "minimum": 1}, watch_ms={"type": "integer", "minimum": 0})},
+        exact={"type": "boolean"}, batch_horizon=DATE_TIME_OR_NULL, batch_versions=versions,
+        sources=_closed(["batch", "speed"], batch=part, speed=part),
+        freshness={"$ref": "#/components/schemas/Freshness"},
+        speed_unavailable=speed_unavailable, partial={"const": True}, warnings=warnings,
+        beyond_retention={"const": True})
+    freshness = _closed(
+        ["speed_max_event_time", "speed_watermark", "speed_updated_at", "lag_seconds",
+         "dropped_late"],
+        speed_max_event_time=DATE_TIME_OR_NULL, speed_watermark=DATE_TIME_OR_NULL,
+        speed_updated_at=DATE_TIME_OR_NULL,
+        lag_seconds={"type": ["number", "null"], "description": "server clock minus "
+                                                                "speed_max_event_time"},
+        dropped_late={"type": ["integer", "null"],
+                      "description": "events the speed layer dropped as late (cumulative)"})
+    rejected = {"type": "array", "items": _closed(["index", "error"], index={"type": "integer"},
+                                                  error={"type": "string"})}
+    readiness = _closed(
+        ["ready", "dependencies"], ready={"type": "boolean"}, error={"type": "string"},
+        dependencies={"type": "object", "additionalProperties": _closed(
+            ["ready", "detail", "seconds"], ready={"type": "boolean"},
+            detail={"type": "string"}, seconds={"type": "number"})})
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tally", "version": "1",
                  "description": "Exact and fresh event counts: batch views before the batch "
-                                "horizon, speed views from it on."},
+                                "horizon, speed views from it on. Errors are JSON "
+                                "{\"error\": \"<parameter>: <rule>\"}; the one 5xx is 503 with "
+                                "Retry-After naming the dependency."},
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "string"}, "dependency": {"type": "string"}}},
+                "Error": _closed(["error"], error={"type": "string"},
+                                 dependency={"enum": ["kafka", "hbase", "lake"]},
+                                 rejected=rejected),
                 "Freshness": freshness,
             },
         },
         "paths": {
             "/v1/events": {"post": {
-                "summary": "ingest one event or an array of events",
+                "summary": "ingest one event or an array of events (CONTRACTS.md section 1); "
+                           "answered once Kafka acknowledged every accepted one",
                 "security": auth_write,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "oneOf": [{"type": "object"},
@@ -52,17 +127,15 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                                "maxItems": s.max_events}]}}},
                     "description": f"at most {s.max_body_bytes} bytes"},
                 "responses": {
-                    "202": {"description": "every accepted event is acknowledged by Kafka",
-                            "content": {"application/json": {"schema": {"type": "object",
-                                "properties": {"accepted": {"type": "integer"},
-                                               "rejected": {"type": "array", "items": {
-                                                   "type": "object", "properties": {
-                                                       "index": {"type": "integer"},
-                                                       "error": {"type": "string"}}}}}}}}},
+                    "202": _json(_closed(["accepted", "rejected"],
+                                         accepted={"type": "integer", "minimum": 1},
+                                         rejected=rejected),
+                                 "every accepted event is acknowledged by Kafka; `rejected` "
+                                 "lists the others with the reason"),
                     "400": _err("not JSON, or no valid event (then `rejected` lists why)"),
                     "401": _err("no valid X-API-Key"),
                     "413": _err(f"body over {s.max_body_bytes} bytes or over {s.max_events} events"),
-                    "429": _err("rate limit"),
+                    "429": limited,
                     "503": unavailable}}},
             "/v1/videos/{video_id}/counts": {"get": {
                 "summary": "merged counts of one video and event type per bucket",
@@ -70,90 +143,59 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                 "parameters": [
                     {"name": "video_id", "in": "path", "required": True,
                      "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
-                    {"name": "event_type", "in": "query",
-                     "schema": {"type": "string", "enum": list(cfg.events.types), "default": "view"}},
+                    event_type,
                     {"name": "from", "in": "query", "required": True, "schema": time_param,
-                     "description": "floored to the granularity"},
+                     "description": "floored to the granularity", "example": "2026-11-26T00:00:00Z"},
                     {"name": "to", "in": "query", "required": True, "schema": time_param,
-                     "description": "ceiled to the granularity (exclusive)"},
+                     "description": "ceiled to the granularity (exclusive)",
+                     "example": "2026-11-27T12:00:00Z"},
                     {"name": "granularity", "in": "query", "schema": {
                         "type": "string", "enum": ["minute", "hour", "day"], "default": "hour"},
                      "description": f"ranges up to {s.max_range_days_minute} days at minute, "
                                     f"{s.max_range_days} days at hour and day"}],
                 "responses": {
-                    "200": {"description": "every bucket of the range, zeros included; buckets "
-                                           "before batch_horizon from the batch views, the rest "
-                                           "from the speed views. With the speed store down the "
-                                           "batch part is still answered: speed_unavailable and "
-                                           "partial are true and speed buckets have count null "
-                                           "and unavailable true. Speed buckets older than the "
-                                           "speed TTL carry beyond_retention true.",
-                            "content": {"application/json": {"schema": {"type": "object",
-                                "properties": {
-                                    "video_id": {"type": "string"},
-                                    "event_type": {"type": "string"},
-                                    "granularity": {"type": "string"},
-                                    "from": {"type": "string", "format": "date-time"},
-                                    "to": {"type": "string", "format": "date-time"},
-                                    "total": {"type": "integer"},
-                                    "watch_ms": {"type": "integer"},
-                                    "buckets": {"type": "array", "items": {"type": "object",
-                                        "properties": {
-                                            "start": {"type": "string", "format": "date-time"},
-                                            "count": {"type": ["integer", "null"]},
-                                            "watch_ms": {"type": ["integer", "null"]},
-                                            "source": {"enum": ["batch", "speed"]},
-                                            "unavailable": {"type": "boolean"},
-                                            "beyond_retention": {"type": "boolean"}}}},
-                                    "batch_horizon": {"type": ["string", "null"],
-                                                      "format": "date-time"},
-                                    "batch_versions": {"type": "object",
-                                                       "additionalProperties": {"type": "string"}},
-                                    "freshness": {"$ref": "#/components/schemas/Freshness"},
-                                    "speed_unavailable": {"type": "boolean"},
-                                    "partial": {"type": "boolean"},
-                                    "warnings": {"type": "array", "items": {"type": "string"}}}}}}},
+                    "200": _json(counts, "every bucket of the range, zeros included; buckets "
+                                         "before batch_horizon from the batch views, the rest "
+                                         "from the speed views. With the speed store down the "
+                                         "batch part is still answered: speed_unavailable and "
+                                         "partial are true and speed buckets have count null "
+                                         "and unavailable true. Speed buckets older than the "
+                                         "speed TTL carry beyond_retention true."),
                     "400": _err("a bad parameter, named"), "401": _err("no valid X-API-Key"),
-                    "429": _err("rate limit"), "503": unavailable}}},
+                    "429": limited, "503": unavailable}}},
             "/v1/top": {"get": {
                 "summary": "the k videos with the most events of a type in a range",
                 "security": auth_read,
                 "parameters": [
-                    {"name": "event_type", "in": "query",
-                     "schema": {"type": "string", "enum": list(cfg.events.types), "default": "view"}},
+                    event_type,
                     {"name": "from", "in": "query", "required": True, "schema": time_param,
-                     "description": "floored to the minute"},
+                     "description": "floored to the minute", "example": "2026-11-26T00:00:00Z"},
                     {"name": "to", "in": "query", "required": True, "schema": time_param,
-                     "description": "ceiled to the minute (exclusive)"},
+                     "description": "ceiled to the minute (exclusive); the range spans at most "
+                                    f"{s.max_range_days} days", "example": "2026-11-27T12:00:00Z"},
                     {"name": "k", "in": "query",
                      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 10}}],
                 "responses": {
-                    "200": {"description": "most events first, ties by video_id; exact is true "
-                                           "only when the whole range lies before the batch "
-                                           "horizon",
-                            "content": {"application/json": {"schema": {"type": "object",
-                                "properties": {
-                                    "items": {"type": "array", "items": {"type": "object",
-                                        "properties": {"video_id": {"type": "string"},
-                                                       "count": {"type": "integer"},
-                                                       "watch_ms": {"type": "integer"}}}},
-                                    "exact": {"type": "boolean"},
-                                    "batch_horizon": {"type": ["string", "null"]},
-                                    "batch_versions": {"type": "object"},
-                                    "sources": {"type": "object"},
-                                    "freshness": {"$ref": "#/components/schemas/Freshness"},
-                                    "speed_unavailable": {"type": "boolean"}}}}}},
+                    "200": _json(top, "most events first, ties by video_id; exact is true only "
+                                      "when the whole range lies before the batch horizon"),
                     "400": _err("a bad parameter, named"), "401": _err("no valid X-API-Key"),
-                    "429": _err("rate limit"), "503": unavailable}}},
-            "/": {"get": {"summary": "the dashboard page (HTML)",
-                          "responses": {"200": {"description": "text/html"}}}},
-            "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "up"}}}},
+                    "429": limited, "503": unavailable}}},
+            "/": {"get": {"summary": "the dashboard page; it uses only this API",
+                          "responses": {"200": {"description": "the page", "content": {
+                              "text/html": {"schema": {"type": "string"}}}}}}},
+            "/healthz": {"get": {"summary": "liveness", "responses": {"200": _json(
+                _closed(["status", "pid"], status={"const": "ok"}, pid={"type": "integer"}),
+                "this worker is up")}}},
             "/readyz": {"get": {"summary": "readiness of kafka, hbase and the lake, each named",
-                                "responses": {"200": {"description": "all ready"},
-                                              "503": unavailable}}},
-            "/metrics": {"get": {"summary": "Prometheus text format",
-                                 "responses": {"200": {"description": "metrics"}}}},
+                                "responses": {"200": _json(readiness, "all ready"),
+                                              "503": _retry_after(_json(
+                                                  readiness, "not ready: `error` names the "
+                                                             "dependencies that are down"))}}},
+            "/metrics": {"get": {"summary": "Prometheus text format (summed over the workers)",
+                                 "responses": {"200": {"description": "metrics", "content": {
+                                     "text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "this document",
-                                      "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+                                      "responses": {"200": _json({"type": "object"},
+                                                                 "OpenAPI 3.1")}}},
         },
     }

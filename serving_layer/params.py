@@ -12,8 +12,9 @@ from schemas.event import MIN_TS_MS, parse_rfc3339_ms
 
 GRAN_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 DAY_MS = GRAN_MS["day"]
-# 9999-12-31T23:59:59.999Z: the last instant RFC 3339 can write.
-MAX_TS_MS = 253_402_300_799_999
+# 9999-12-31T00:00:00Z: a range ending there, ceiled to any bucket, still ends at an instant
+# RFC 3339 can write (the last day of year 9999 is not served).
+MAX_TS_MS = 253_402_214_400_000
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_K = 1000
 
@@ -32,7 +33,6 @@ def parse_time(text: str | None, param: str) -> int:
     """Epoch milliseconds from RFC 3339 with an offset or integer epoch milliseconds."""
     if text is None or text == "":
         raise ParamError(param, "required (RFC 3339 with an offset, or epoch milliseconds)")
-    text = text.strip()
     if re.fullmatch(r"[0-9]{1,16}", text):
         ms = int(text)
     else:
@@ -41,7 +41,7 @@ def parse_time(text: str | None, param: str) -> int:
             raise ParamError(param, "must be an RFC 3339 date-time with an offset "
                                     "(2026-11-27T10:15:00Z) or integer epoch milliseconds")
     if not MIN_TS_MS <= ms <= MAX_TS_MS:
-        raise ParamError(param, "must be between 2000-01-01T00:00:00Z and 9999-12-31T23:59:59Z")
+        raise ParamError(param, "must be between 2000-01-01T00:00:00Z and 9999-12-31T00:00:00Z")
     return ms
 
 
@@ -60,14 +60,14 @@ def parse_video_id(video_id: str) -> str:
 
 
 def parse_event_type(args: Mapping[str, str], cfg: TallyConfig) -> str:
-    t = args.get("event_type", "view") or "view"
+    t = args.get("event_type", "view")  # absent: the default; present and empty: a 400
     if t not in cfg.events.types:
         raise ParamError("event_type", f"must be one of {', '.join(cfg.events.types)}")
     return t
 
 
 def parse_granularity(args: Mapping[str, str]) -> str:
-    g = args.get("granularity", "hour") or "hour"
+    g = args.get("granularity", "hour")
     if g not in GRAN_MS:
         raise ParamError("granularity", "must be one of minute, hour, day")
     return g
@@ -117,8 +117,8 @@ class TopQuery:
 def parse_top(args: Mapping[str, str], cfg: TallyConfig) -> TopQuery:
     """Top-K ranges are floored/ceiled to the minute, the finest bucket either layer keeps."""
     t = parse_event_type(args, cfg)
-    raw_k = args.get("k", "10") or "10"
-    if not re.fullmatch(r"[0-9]{1,7}", raw_k.strip()) or not 1 <= int(raw_k) <= MAX_K:
+    raw_k = args.get("k", "10")
+    if not re.fullmatch(r"[0-9]{1,7}", raw_k) or not 1 <= int(raw_k) <= MAX_K:
         raise ParamError("k", f"must be an integer between 1 and {MAX_K}")
     start, end = parse_range(args, GRAN_MS["minute"], cfg.serve.max_range_days)
     return TopQuery(t, start, end, int(raw_k))

@@ -15,7 +15,9 @@ def _answer(status: int, body: dict, headers: dict) -> tuple[Response, int, dict
     return jsonify(body), status, headers
 
 
-@bp.get("/v1/videos/<path:video_id>/counts")
+# Any text between the slashes reaches parse_video_id, which answers a bad one with a 400
+# naming video_id (werkzeug's own converters stop at a newline: a 404 that names nothing).
+@bp.get("/v1/videos/<any_text:video_id>/counts", merge_slashes=False)
 def get_counts(video_id: str):
     require_key(always=False)
     q = parse_counts(video_id, request.args, tally_cfg())

@@ -122,8 +122,10 @@ def _speed_failure(exc: BaseException) -> str:
     metrics.BACKEND_ERRORS.labels("hbase").inc()
     if isinstance(exc, DependencyError):
         return str(exc)
-    LOG.warning("speed store read failed: %s: %s", type(exc).__name__, exc)
-    return f"hbase: {type(exc).__name__}: {exc}"
+    # Thrift errors carry the server's whole Java stack trace: its first line says enough.
+    detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+    LOG.warning("speed store read failed: %s: %s", type(exc).__name__, detail)
+    return f"hbase: {type(exc).__name__}: {detail}"
 
 
 def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple | None]:

@@ -4,50 +4,22 @@ HBase-down flags, ingest acknowledgement and its failure."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from batch_layer.catalog import Catalog
 from schemas.config import load_config
 from serving_layer.app import create_app
 from serving_layer.batch import ByteLRU, IndexedView
 from speed_layer.store import MinuteCount
 from tally.errors import DependencyError, ProducerError
+from tests.servingkit import publish_minutes, view_table
 
 DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
 D0 = "2025-11-24"
 D0_MS = 1_763_942_400_000
 
 
-def view_table(rows):
-    return pa.table({
-        "video_id": [r[0] for r in rows], "event_type": [r[1] for r in rows],
-        "bucket_start": pa.array([r[2] * 1000 for r in rows], pa.timestamp("us", tz="UTC")),
-        "count": pa.array([r[3] for r in rows], pa.int64()),
-        "watch_ms": pa.array([r[4] for r in rows], pa.int64())})
-
-
 def publish(cfg, day, version, minute_rows):
-    """Publish a version of ``day`` whose views are the roll-ups of ``minute_rows``."""
-    root = cfg.state_path / "lake"
-    views = {}
-    for g, size in (("minute", MIN), ("hour", HOUR), ("day", DAY)):
-        acc = {}
-        for v, t, m, c, w in minute_rows:
-            k = (v, t, m // size * size)
-            a = acc.setdefault(k, [0, 0])
-            a[0] += c
-            a[1] += w
-        key = f"views/date={day}/v={version}/{g}/part-0.parquet"
-        (root / key).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(view_table([(*k, *a) for k, a in acc.items()]), root / key)
-        views[g] = {"files": [key]}
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
-    assert Catalog(cfg).publish(day, {"version": version, "input": {"listed_at": now},
-                                      "views": views}).published
+    publish_minutes(cfg, day, minute_rows, version=version)
 
 
 class FakeSpeed:
@@ -217,6 +189,22 @@ def test_keys_and_rate_limit(tmp_path):
     hdr = {"X-API-Key": key}
     codes = [c.post("/v1/events", json=[], headers=hdr).status_code for _ in range(3)]
     assert codes[:2] == [400, 400] and codes[2] == 429
+
+
+def test_routing_errors_are_json_and_keep_their_headers(setup):
+    _cfg, app, _res = setup
+    c = app.test_client()
+    r = c.delete("/v1/top")
+    assert r.status_code == 405 and r.json["error"].startswith("DELETE /v1/top")
+    assert set(r.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "HEAD", "OPTIONS"}
+    # A video id a werkzeug converter would not match (newline, slash, empty) is a 400 naming it.
+    for vid in ("a%0Ab", "a/b", ""):
+        r = c.get(f"/v1/videos/{vid}/counts?from=2025-11-24T00:00:00Z&to=2025-11-24T01:00:00Z")
+        assert r.status_code == 400 and r.json["error"].startswith("video_id:"), (vid, r.json)
+    from serving_layer import metrics
+
+    text = metrics.render()[0].decode()
+    assert 'endpoint="/v1/videos/{video_id}/counts"' in text
 
 
 def test_indexed_view_and_lru():

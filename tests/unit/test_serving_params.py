@@ -18,7 +18,8 @@ def test_times():
     assert parse_time("2025-11-25T01:00:00+01:00", "from") == H
     assert parse_time(str(H), "to") == H
     for bad in ("", None, "2025-11-25", "2025-11-25T00:00:00", "2025-02-30T00:00:00Z", "-5",
-                "1e12", "999", "99999999999999999"):
+                "1e12", "999", "99999999999999999", " 1764028800000", "2025-11-25T00:00:00Z ",
+                "9999-12-31T00:00:00.001Z"):
         with pytest.raises(ParamError) as e:
             parse_time(bad, "from")
         assert str(e.value).startswith("from: ")
@@ -45,6 +46,9 @@ def test_counts_defaults_and_errors():
         ("v", {"from": str(H)}, "to"),
         ("v", {"from": str(H), "to": str(H + 1), "granularity": "week"}, "granularity"),
         ("v", {"from": str(H), "to": str(H + 1), "event_type": "poke"}, "event_type"),
+        # Present but empty is not the default.
+        ("v", {"from": str(H), "to": str(H + 1), "event_type": ""}, "event_type"),
+        ("v", {"from": str(H), "to": str(H + 1), "granularity": ""}, "granularity"),
         ("v", {"from": str(H), "to": str(H + 7 * DAY + 1), "granularity": "minute"}, "to"),
         ("v", {"from": str(H), "to": str(H + 400 * DAY + 1), "granularity": "hour"}, "to"),
         ("v", {"from": str(H), "to": str(H + 400 * DAY + 1), "granularity": "day"}, "to"),
@@ -58,10 +62,20 @@ def test_counts_defaults_and_errors():
     parse_counts("v", {"from": str(H), "to": str(H + 400 * DAY), "granularity": "hour"}, CFG)
 
 
+def test_the_last_instant_ceils_to_a_writable_one():
+    from schemas.event import format_ms
+
+    q = parse_counts("v", {"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T00:00:00Z",
+                           "granularity": "day"}, CFG)
+    assert format_ms(q.to_ms) == "9999-12-31T00:00:00.000Z"
+    q = parse_top({"from": "9999-12-30T23:59:59.999Z", "to": "9999-12-31T00:00:00Z"}, CFG)
+    assert format_ms(q.to_ms) == "9999-12-31T00:00:00.000Z"
+
+
 def test_top_params():
     q = parse_top({"from": str(H + 1), "to": str(H + MIN + 1)}, CFG)
     assert (q.from_ms, q.to_ms, q.k) == (H, H + 2 * MIN, 10)
-    for k in ("0", "1001", "x", "-1", "1.5"):
+    for k in ("0", "1001", "x", "-1", "1.5", "", " 5"):
         with pytest.raises(ParamError) as e:
             parse_top({"from": str(H), "to": str(H + 1), "k": k}, CFG)
         assert e.value.param == "k"
