@@ -12,7 +12,7 @@ TALLY := $(VENV)/bin/tally
 export TALLY_STATE_DIR ?= $(CURDIR)/.tally
 PYTEST_ARGS ?=
 
-.PHONY: setup venv jars system-deps stack-up stack-down stack-status cluster-up cluster-down test unit-test demo bench clean
+.PHONY: setup venv jars system-deps stack-up stack-down stack-status cluster-up cluster-down test unit-test demo bench clean dashboard-png
 
 setup: system-deps venv jars
 
@@ -62,6 +62,10 @@ demo: setup
 
 bench: stack-up
 	$(PY) bench/ingest.py
+
+# docs/dashboard.png, the README's picture of the dashboard (its own tables, dropped after).
+dashboard-png: stack-up
+	$(PY) docs/dashboard_png.py
 
 clean: stack-down cluster-down
 	rm -rf $(TALLY_STATE_DIR) infra/lib $(VENV)

@@ -18,6 +18,7 @@ import collections
 import contextlib
 import datetime as dt
 import io
+import logging
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -168,6 +169,7 @@ def serving(app):
 
     from werkzeug.serving import make_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="tally-test-server", daemon=True)
     thread.start()
