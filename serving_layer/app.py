@@ -22,23 +22,12 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from schemas.config import TallyConfig, load_config
-from serving_layer.params import ParamError
 from serving_layer.service import Resources
 from tally import log
-from tally.errors import DependencyError, ProducerError
+from tally.errors import ApiError, DependencyError, ProducerError
 
 LOG = log.get("serve")
 _RULE_VAR = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
-                 **extra: Any):
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-        self.extra = extra
-        super().__init__(message)
 
 
 class AnyText(BaseConverter):
@@ -118,13 +107,9 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
                         time.monotonic() - g.get("t0", time.monotonic()))
         return resp
 
-    @app.errorhandler(ApiError)
+    @app.errorhandler(ApiError)  # ParamError included
     def _api_error(exc: ApiError) -> Response:
         return error(exc.status, exc.message, exc.headers, **exc.extra)
-
-    @app.errorhandler(ParamError)
-    def _param_error(exc: ParamError) -> Response:
-        return error(exc.status, str(exc))
 
     @app.errorhandler(DependencyError)
     def _dependency(exc: DependencyError) -> Response:

@@ -204,6 +204,13 @@ class BatchReader:
         self._horizon_start: tuple[float, str | None] | None = None
         self._lock = threading.Lock()
 
+    def check_root(self) -> None:
+        """A file:// lake whose root is gone (a volume not mounted) lists as empty, which would
+        read as "nothing published": a DependencyError instead."""
+        store = self.catalog.store
+        if store.uri.startswith("file://") and not store.root.is_dir():
+            raise DependencyError("lake", f"{store.uri} is not a readable directory")
+
     def horizon_start(self) -> str | None:
         if self.cfg.batch.horizon_start:
             return self.cfg.batch.horizon_start
@@ -221,6 +228,7 @@ class BatchReader:
         snap = self._snapshot
         if snap is not None and now - snap.taken_at < self.cfg.serve.catalog_ttl_s:
             return snap
+        self.check_root()
         start = self.horizon_start()
         days = _lake("listing the publication log", self.catalog.published_days)
         snap = Snapshot(days, start, horizon_ms(days, start), now)
@@ -265,6 +273,8 @@ class BatchReader:
             from serving_layer import metrics
 
             metrics.VIEW_LOADS.labels(granularity).inc()
+            metrics.CACHE_BYTES.set(self.view_cache.bytes)
+            metrics.CACHE_VIEWS.set(len(self.view_cache))
             log.kv(LOG, 20, "view loaded", day=day, version=e["version"], granularity=granularity,
                    rows=table.num_rows, seconds=round(time.monotonic() - t0, 3))
         return e["version"], v

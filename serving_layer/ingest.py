@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from schemas.event import EventValidator, loads_strict, to_json
 from serving_layer import metrics
-from flask import current_app
-
-from serving_layer.app import ApiError, require_key, resources, tally_cfg
-from tally.errors import ProducerError
+from serving_layer.app import require_key, resources, tally_cfg
+from tally.errors import ApiError, ProducerError
 
 bp = Blueprint("ingest", __name__)
 

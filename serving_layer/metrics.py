@@ -13,7 +13,8 @@ import threading
 import time
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
+                               generate_latest)
 
 REQUESTS = Counter("tally_http_requests_total", "HTTP requests answered",
                    ["method", "endpoint", "status"])
@@ -22,6 +23,11 @@ LATENCY = Histogram("tally_http_request_seconds", "HTTP request latency", ["endp
 EVENTS = Counter("tally_ingest_events_total", "events received over HTTP", ["outcome"])
 VIEW_LOADS = Counter("tally_batch_view_loads_total", "batch views read from the lake into a "
                      "worker's cache", ["granularity"])
+# Per worker (a pid label in multiprocess mode): what its batch-view cache holds.
+CACHE_BYTES = Gauge("tally_batch_cache_bytes", "bytes of batch views a worker holds in memory",
+                    multiprocess_mode="liveall")
+CACHE_VIEWS = Gauge("tally_batch_cache_views", "batch views a worker holds in memory",
+                    multiprocess_mode="liveall")
 SPEED_FAILURES = Counter("tally_speed_read_failures_total", "speed-store reads that failed")
 BACKEND_ERRORS = Counter("tally_backend_errors_total", "backend calls that failed",
                          ["dependency"])

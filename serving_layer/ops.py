@@ -57,7 +57,9 @@ def _check_hbase() -> str:
 def _check_lake() -> str:
     from serving_layer.batch import _lake
 
-    store = resources().batch.catalog.store
+    reader = resources().batch
+    reader.check_root()
+    store = reader.catalog.store
     keys = _lake("listing the publication log", lambda: store.list(f"{LOG_KEY}/"))
     return f"{store.uri}: {len(keys)} publication entries"
 

@@ -9,6 +9,9 @@ from typing import Mapping
 
 from schemas.config import TallyConfig
 from schemas.event import MIN_TS_MS, parse_rfc3339_ms
+from tally.errors import ParamError
+
+__all__ = ["ParamError", "parse_counts", "parse_top", "parse_time"]
 
 GRAN_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
 DAY_MS = GRAN_MS["day"]
@@ -17,16 +20,6 @@ DAY_MS = GRAN_MS["day"]
 MAX_TS_MS = 253_402_214_400_000
 VIDEO_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_K = 1000
-
-
-class ParamError(Exception):
-    """A bad request parameter; the message names it."""
-
-    def __init__(self, param: str, rule: str, status: int = 400):
-        self.param = param
-        self.rule = rule
-        self.status = status
-        super().__init__(f"{param}: {rule}")
 
 
 def parse_time(text: str | None, param: str) -> int:

@@ -7,6 +7,8 @@ in its ``errors.py``; the CLI prints any ``TallyError`` as one clear line and ex
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TallyError(Exception):
     """Base of every error Tally raises on purpose."""
@@ -56,3 +58,26 @@ class ProducerError(TallyError):
 
 class GeneratorError(TallyError):
     """The traffic generator was asked for something it cannot produce."""
+
+
+class ApiError(TallyError):
+    """A request the REST API refuses: its HTTP ``status`` (a 4xx), a message naming what is
+    wrong, response ``headers`` and ``extra`` fields of the JSON error body. Not retriable: the
+    same request fails again."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 **extra: Any):
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(message)
+
+
+class ParamError(ApiError):
+    """A bad request parameter: ``400 {"error": "<param>: <rule>"}``."""
+
+    def __init__(self, param: str, rule: str, status: int = 400):
+        self.param = param
+        self.rule = rule
+        super().__init__(status, f"{param}: {rule}")

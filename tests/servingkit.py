@@ -45,10 +45,33 @@ def view_table(rows: Iterable[tuple[str, str, int, int, int]]):
         "watch_ms": pa.array([r[4] for r in rows], pa.int64())}).cast(VIEW_SCHEMA)
 
 
-def publish_minutes(cfg, day: str, minute_rows: Iterable[tuple[str, str, int, int, int]],
-                    version: str | None = None, store=None) -> str:
-    """Publish a version of ``day`` whose views roll up ``minute_rows`` (video, type, minute ms,
-    count, watch_ms); returns the version."""
+def rollup(minutes, size_ms: int):
+    """A view-schema table at buckets of ``size_ms`` from a view-schema table of minutes, sorted
+    as the batch job writes its files (by video, type, bucket)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from batch_layer.views import VIEW_SCHEMA
+
+    us = pc.cast(minutes["bucket_start"], pa.int64())
+    size_us = size_ms * 1000
+    bucket = pc.multiply(pc.divide(us, size_us), size_us)  # integer division: floor (>= 1970)
+    t = (pa.table({"video_id": minutes["video_id"], "event_type": minutes["event_type"],
+                   "b": bucket, "count": minutes["count"], "watch_ms": minutes["watch_ms"]})
+         .group_by(["video_id", "event_type", "b"])
+         .aggregate([("count", "sum"), ("watch_ms", "sum")]))
+    out = pa.table({"video_id": t["video_id"], "event_type": t["event_type"],
+                    "bucket_start": pc.cast(t["b"], pa.timestamp("us", tz="UTC")),
+                    "count": t["count_sum"], "watch_ms": t["watch_ms_sum"]}).cast(VIEW_SCHEMA)
+    return out.sort_by([("video_id", "ascending"), ("event_type", "ascending"),
+                        ("bucket_start", "ascending")])
+
+
+def publish_minutes(cfg, day: str, minute_rows, version: str | None = None, store=None) -> str:
+    """Publish a version of ``day`` whose views roll up ``minute_rows``: (video, type, minute
+    ms, count, watch_ms) tuples or a view-schema Arrow table of minutes. Returns the version."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from batch_layer.catalog import Catalog, new_version, now_rfc3339, version_key
@@ -56,21 +79,17 @@ def publish_minutes(cfg, day: str, minute_rows: Iterable[tuple[str, str, int, in
 
     store = store or lake_store(cfg)
     version = version or new_version()
-    minute_rows = list(minute_rows)
-    views, events, watch = {}, 0, 0
+    minutes = minute_rows if isinstance(minute_rows, pa.Table) else view_table(minute_rows)
+    views = {}
     for g, size in GRAN.items():
-        acc: dict = collections.defaultdict(lambda: [0, 0])
-        for v, t, m, c, w in minute_rows:
-            a = acc[(v, t, m // size * size)]
-            a[0] += c
-            a[1] += w
-        table = view_table(sorted((*k, *a) for k, a in acc.items()))  # as the job writes
+        table = rollup(minutes, size)
         buf = io.BytesIO()
         pq.write_table(table, buf)
         key = f"{version_key(day, version)}/{g}/part-00000.parquet"
         store.put(key, buf.getvalue())
         views[g] = {"rows": table.num_rows, "files": [key]}
-        events, watch = sum(a[0] for a in acc.values()), sum(a[1] for a in acc.values())
+    events = int(pc.sum(minutes["count"]).as_py() or 0)
+    watch = int(pc.sum(minutes["watch_ms"]).as_py() or 0)
     now = now_rfc3339()
     record = {"version": version, "computed_at": now, "code_version": "tests",
               "input": {"listed_at": now, "raw_rows": events, "distinct_events": events},

@@ -13,6 +13,16 @@ H = 1_764_028_800_000  # 2025-11-25T00:00:00Z
 DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
 
 
+def test_param_errors_are_tally_errors_not_retriable():
+    from tally.errors import ApiError, TallyError
+
+    with pytest.raises(ParamError) as e:
+        parse_time("x", "from")
+    assert isinstance(e.value, ApiError) and isinstance(e.value, TallyError)
+    assert (e.value.status, e.value.param, e.value.retriable) == (400, "from", False)
+    assert e.value.message == str(e.value) and str(e.value).startswith("from: ")
+
+
 def test_times():
     assert parse_time("2025-11-25T00:00:00Z", "from") == H
     assert parse_time("2025-11-25T01:00:00+01:00", "from") == H
@@ -154,3 +164,13 @@ def test_horizon_from_one_listing():
     # A gap stops the horizon, whatever is published after it.
     assert horizon_ms({"2025-11-25": 1, "2025-11-27": 1}, "2025-11-25") == H + DAY
     assert horizon_ms({"2025-11-24": 1}, "2025-11-25") == H
+
+
+def test_bucket_starts_are_format_ms():
+    from schemas.event import format_ms
+    from serving_layer.service import bucket_starts
+
+    for lo, hi, size in ((H - 3 * HOUR, H + 2 * HOUR, MIN), (H - 5 * DAY, H + DAY, HOUR),
+                         (946_684_800_000, 946_684_800_000 + 3 * DAY, DAY),
+                         (253_402_214_400_000 - DAY, 253_402_214_400_000, HOUR)):
+        assert bucket_starts(lo, hi, size) == [format_ms(b) for b in range(lo, hi, size)]
