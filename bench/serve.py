@@ -225,9 +225,16 @@ def drive(port: int, paths: list[str], rate: float, seconds: float) -> dict:
 
 
 def warm(port: int, paths: list[str], workers: int) -> None:
-    """Every worker loads the views it needs (each has its own cache)."""
-    for p in paths[: 20 * workers]:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=120).read()
+    """Every worker loads the views it needs (each has its own cache): concurrent requests, so
+    they spread over the workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def get(i: int) -> None:
+        p = paths[i % len(paths)]
+        urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=300).read()
+
+    with ThreadPoolExecutor(max_workers=2 * workers) as pool:
+        list(pool.map(get, range(20 * workers)))
 
 
 def worker_memory(port: int) -> list[tuple[str, int, int]]:

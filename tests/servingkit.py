@@ -176,7 +176,8 @@ def build_world(cfg, first_day: dt.date, days: int, batch_days: int, events: int
         d = first_day + dt.timedelta(days=i)
         publish_minutes(cfg, d.isoformat(), per_day.get(day_ms(d) // DAY, []))
     store = HBaseSpeedStore(cfg)
-    store.write_minutes(speed)
+    for i in range(0, len(speed), 1000):  # short calls: each has the store's retry budget
+        store.write_minutes(speed[i:i + 1000])
     store.write_progress(PROGRESS)
     return World(cfg, truth, horizon)
 

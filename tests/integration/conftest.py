@@ -4,10 +4,12 @@ Each test owns its names (topic, table, bucket, prefix) so no test depends on an
 earlier run. A stack that is not healthy fails the tests with the reason; nothing is skipped.
 """
 
-import datetime as dt  # noqa: E402
-import uuid  # noqa: E402
+from __future__ import annotations
 
-import pytest  # noqa: E402
+import datetime as dt
+import uuid
+
+import pytest
 
 
 @pytest.fixture(scope="session")

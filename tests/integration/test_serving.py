@@ -238,6 +238,15 @@ def test_bad_requests_keys_and_sizes(world):
     assert r.status_code == 413 and r.json["error"].startswith("body:")
     assert client.get("/nope").status_code == 404 and client.get("/nope").json["error"]
     assert client.delete("/v1/events", headers=ok).status_code == 405
+    # Per-key rate limit (per worker): the burst, then 429 with Retry-After; other keys unaffected.
+    limited = make_client(world.inst.cfg, api_keys=[key, "z" * 24], rate_limit_per_s=0.01,
+                          rate_limit_burst=2)
+    url = "/v1/top?from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z"
+    assert [limited.get(url, headers=ok).status_code for _ in range(3)] == [200, 200, 429]
+    r = limited.get(url, headers=ok)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert r.json["error"].startswith("rate limit")
+    assert limited.get(url, headers={"X-API-Key": "z" * 24}).status_code == 200
     doc = client.get("/openapi.json").json
     assert set(doc["paths"]) >= {"/v1/events", "/v1/videos/{video_id}/counts", "/v1/top",
                                  "/healthz", "/readyz", "/metrics"}

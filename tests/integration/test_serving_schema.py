@@ -24,6 +24,9 @@ from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.formats import get_default_format_strategies
 
+from schemas.config import load_config
+from serving_layer.openapi import document
+from serving_layer.params import ParamError, parse_time
 from tests.servingkit import day_ms
 
 MIN_CASES = 1000
@@ -61,18 +64,13 @@ def _near_times() -> st.SearchStrategy[str]:
     return st.one_of(near, near, near, edges)
 
 
-# The document of the default configuration: the app under test must serve exactly this one
-# (checked in the fixture), so the generated cases are those of what it really serves.
-from schemas.config import load_config  # noqa: E402
-from serving_layer.openapi import document  # noqa: E402
-from serving_layer.params import ParamError, parse_time  # noqa: E402
-
 CONFIG = SchemathesisConfig.from_dict({"checks": {
     # The contract's 413 (too many events) is a rejection too.
     "negative_data_rejection": {"expected-statuses": [400, 401, 404, 405, 413, 429]},
     "positive_data_acceptance": {"enabled": False}}})
+# The document of the default configuration: the app under test must serve exactly this one
+# (checked in the fixture), so the generated cases are those of what it really serves.
 schema = schemathesis.openapi.from_dict(document(load_config(environ={})), config=CONFIG)
-
 
 
 @schema.hook
