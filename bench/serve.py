@@ -66,7 +66,7 @@ def prepare(cfg, videos: int, per_day: int, batch_days: int, work: Path) -> dict
     from speed_layer.store import HBaseSpeedStore, MinuteCount
     from tally.generator import GeneratorOptions, build_traffic
     from tally.provision import create_tables
-    from tests.servingkit import day_ms, publish_minutes
+    from tests.integration.servekit import day_ms, publish_minutes
 
     first = dt.date.fromisoformat(cfg.batch.horizon_start)
     key = f"{first}-{videos}-{per_day}-{batch_days}"

@@ -24,7 +24,7 @@ from schemas.config import load_config  # noqa: E402
 from schemas.event import format_ms  # noqa: E402
 from tests.cdp import Browser  # noqa: E402
 from tests.integration.speedkit import make_installation  # noqa: E402
-from tests.servingkit import DAY, build_world, day_ms, serving  # noqa: E402
+from tests.integration.servekit import DAY, build_published_world, day_ms, serving  # noqa: E402
 
 PREFIX = "dashshot"
 
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                                  TALLY_KAFKA__TOPIC=f"{PREFIX}.events",
                                  TALLY_KAFKA__DLQ_TOPIC=f"{PREFIX}.events.dlq")
         try:
-            world = build_world(inst.cfg, first, days=3, batch_days=2, events=args.events,
-                                videos=args.videos, seed=5)
+            world = build_published_world(inst, first, days=3, batch_days=2,
+                                          events=args.events, videos=args.videos, seed=5)
             from speed_layer.store import HBaseSpeedStore
 
             last = max(m for _v, _t, m in world.truth) + 60_000

@@ -19,11 +19,12 @@ def serving_world(stack, tmp_path_factory):
     lake; three generated days from today - 3, the first published as batch views, the speed
     views holding all three (wrong before the horizon). Nothing may change it; requests that
     write (POST /v1/events) only reach its topic, which nothing consumes."""
+    from tests.integration.servekit import build_published_world
     from tests.integration.speedkit import make_installation
-    from tests.servingkit import build_world
 
     first = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=3)
     root = tmp_path_factory.mktemp("serving-world")
     inst = make_installation(stack, root, uuid.uuid4().hex[:10],
                              TALLY_BATCH__HORIZON_START=first.isoformat())
-    return build_world(inst.cfg, first, days=3, batch_days=1, events=4000, videos=30, seed=11)
+    return build_published_world(inst, first, days=3, batch_days=1, events=4000, videos=30,
+                                 seed=11)

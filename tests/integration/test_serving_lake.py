@@ -19,7 +19,7 @@ import pytest
 
 from schemas.event import format_ms
 from tests.integration.speedkit import make_installation
-from tests.servingkit import DAY, GRAN, build_world, day_ms, publish_minutes
+from tests.integration.servekit import DAY, GRAN, build_published_world, day_ms, publish_minutes
 
 FIRST = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=3)
 
@@ -30,7 +30,8 @@ def s3_world(stack, tmp_path_factory):
     inst = make_installation(stack, root, uuid.uuid4().hex[:10], lake="s3",
                              TALLY_BATCH__HORIZON_START=FIRST.isoformat())
     assert inst.cfg.lake_uri.startswith("s3a://")
-    return build_world(inst.cfg, FIRST, days=3, batch_days=2, events=3000, videos=15, seed=3)
+    return build_published_world(inst, FIRST, days=3, batch_days=2, events=3000, videos=15,
+                                 seed=3)
 
 
 def client_of(cfg):
@@ -41,7 +42,7 @@ def client_of(cfg):
 
 def test_counts_and_top_from_an_s3_lake(s3_world):
     w = s3_world
-    client = client_of(w.cfg)
+    client = client_of(w.inst.cfg)
     rnd = random.Random(4)
     sources = set()
     for _ in range(25):
@@ -86,7 +87,7 @@ def assert_lake_503(client, w):
 def test_lake_unreadable_is_a_503_naming_it(s3_world, tmp_path):
     w = s3_world
     # The S3 endpoint is wrong (nothing listens there).
-    wrong = client_of(w.cfg.replace(lake={"s3_endpoint": f"http://127.0.0.1:{_closed_port()}"}))
+    wrong = client_of(w.inst.cfg.replace(lake={"s3_endpoint": f"http://127.0.0.1:{_closed_port()}"}))
     assert_lake_503(wrong, w)
     r = wrong.get("/readyz")
     assert r.status_code == 503 and r.headers["Retry-After"] and "lake" in r.json["error"]
@@ -95,7 +96,7 @@ def test_lake_unreadable_is_a_503_naming_it(s3_world, tmp_path):
     assert wrong.get("/healthz").status_code == 200
 
     # A file:// lake whose root is gone (an unmounted volume): not "nothing published".
-    gone = client_of(w.cfg.replace(lake={"uri": (tmp_path / "not-mounted").as_uri()}))
+    gone = client_of(w.inst.cfg.replace(lake={"uri": (tmp_path / "not-mounted").as_uri()}))
     assert_lake_503(gone, w)
     assert gone.get("/readyz").json["dependencies"]["lake"]["ready"] is False
 
@@ -103,7 +104,7 @@ def test_lake_unreadable_is_a_503_naming_it(s3_world, tmp_path):
     from batch_layer.catalog import version_key
     from tally.lake import lake_store
 
-    broken_cfg = w.cfg.replace(lake={"uri": f"{w.cfg.lake_uri}-broken"})
+    broken_cfg = w.inst.cfg.replace(lake={"uri": f"{w.inst.cfg.lake_uri}-broken"})
     store = lake_store(broken_cfg)
     day = FIRST.isoformat()
     version = publish_minutes(broken_cfg, day, [("v1", "view", day_ms(FIRST), 1, 1)], store=store)

@@ -17,7 +17,7 @@ import pytest
 
 from schemas.event import format_ms
 from tests.cdp import Browser
-from tests.servingkit import PROGRESS, serving
+from tests.integration.servekit import PROGRESS, serving
 
 HOUR = 3_600_000
 # The chart's geometry (dashboard.py): plot from x = L to W - R.
@@ -35,7 +35,7 @@ TOP_ROWS = """[...document.querySelectorAll('#top tbody tr')].map(tr =>
 def site(serving_world):
     from serving_layer.app import create_app
 
-    app = create_app(serving_world.cfg)
+    app = create_app(serving_world.inst.cfg)
     with serving(app) as url, Browser() as browser:
         yield serving_world, app.test_client(), url, browser
 
@@ -107,7 +107,7 @@ def test_the_page_shows_the_apis_numbers(site):
     # The event types offered are the API's (from its OpenAPI document).
     types = browser.evaluate("[...document.querySelector('select[name=event_type]').options]"
                              ".map(o => o.value)")
-    assert types == list(world.cfg.events.types)
+    assert types == list(world.inst.cfg.events.types)
 
     # Select another video: click its row in the top list.
     second = items[3]["video_id"]

@@ -27,7 +27,7 @@ from schemathesis.specs.openapi.formats import get_default_format_strategies
 from schemas.config import load_config
 from serving_layer.openapi import document
 from serving_layer.params import ParamError, parse_time
-from tests.servingkit import day_ms
+from tests.integration.servekit import day_ms
 
 MIN_CASES = 1000
 # The batch horizon of the session's serving_world (tests/integration/conftest.py).
@@ -92,7 +92,7 @@ def app(serving_world):
     from serving_layer.app import create_app
 
     assert serving_world.horizon_ms == HORIZON_MS
-    app = create_app(serving_world.cfg)
+    app = create_app(serving_world.inst.cfg)
     assert app.test_client().get("/openapi.json").json == schema.raw_schema
     default = get_default_format_strategies()["date-time"]
     schemathesis.openapi.format("date-time", st.one_of(*[_near_times()] * 4, default))

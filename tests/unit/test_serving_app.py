@@ -11,7 +11,7 @@ from serving_layer.app import create_app
 from serving_layer.batch import ByteLRU, IndexedView
 from speed_layer.store import MinuteCount
 from tally.errors import DependencyError, ProducerError
-from tests.servingkit import publish_minutes, view_table
+from tests.integration.servekit import publish_minutes, view_table
 
 DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
 D0 = "2025-11-24"
