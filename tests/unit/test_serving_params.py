@@ -174,3 +174,14 @@ def test_bucket_starts_are_format_ms():
                          (946_684_800_000, 946_684_800_000 + 3 * DAY, DAY),
                          (253_402_214_400_000 - DAY, 253_402_214_400_000, HOUR)):
         assert bucket_starts(lo, hi, size) == [format_ms(b) for b in range(lo, hi, size)]
+
+
+def test_top_reads_the_coarsest_views():
+    from serving_layer.service import _coarsest
+
+    assert _coarsest(H, H + DAY, True) == [("day", H, H + DAY)]
+    assert _coarsest(H + 5 * MIN, H + 50 * MIN, False) == [("minute", H + 5 * MIN, H + 50 * MIN)]
+    assert _coarsest(H + 5 * MIN, H + 3 * HOUR + 7 * MIN, False) == [
+        ("minute", H + 5 * MIN, H + HOUR), ("hour", H + HOUR, H + 3 * HOUR),
+        ("minute", H + 3 * HOUR, H + 3 * HOUR + 7 * MIN)]
+    assert _coarsest(H + HOUR, H + 3 * HOUR, False) == [("hour", H + HOUR, H + 3 * HOUR)]
