@@ -26,18 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.config import load_config  # noqa: E402
 from tally.generator import GeneratorOptions, run_generate  # noqa: E402
-from tally.provision import create_tables, create_topics  # noqa: E402
-
-
-def end_offsets(cfg) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, group_id=None)
-    try:
-        parts = [TopicPartition(cfg.kafka.topic, p) for p in c.partitions_for_topic(cfg.kafka.topic)]
-        return {tp.partition: o for tp, o in c.end_offsets(parts).items()}
-    finally:
-        c.close()
+from tally.provision import create_tables, create_topics, end_offsets  # noqa: E402
 
 
 def consumed(query) -> int:

@@ -71,13 +71,14 @@ def observe(method: str, endpoint: str, status: int, seconds: float) -> None:
 
 
 def render(freshness: FreshnessCollector | None = None) -> tuple[bytes, str]:
-    data = generate_latest()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         data = generate_latest(registry)
+    else:
+        data = generate_latest()
     if freshness is not None:
         extra = CollectorRegistry()
         extra.register(freshness)

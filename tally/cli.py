@@ -39,10 +39,13 @@ def cmd_stack(args: argparse.Namespace, cfg: TallyConfig) -> int:
         stack.up()
         return 0
     if args.action == "down":
-        stopped = stack.down()
-        log.progress(f"stack down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
-        return 0
+        return _report_down("stack", stack.down())
     return _print_status(stack.status(), args.json)
+
+
+def _report_down(what: str, stopped: list[str]) -> int:
+    log.progress(f"{what} down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
+    return 0
 
 
 def _print_status(status: dict[str, dict], as_json: bool) -> int:
@@ -82,9 +85,7 @@ def cmd_cluster(args: argparse.Namespace, cfg: TallyConfig) -> int:
                      f"{time.monotonic() - t0:.1f}s (started: {', '.join(started) or 'nothing'})")
         return 0
     if args.action == "down":
-        stopped = c.down()
-        log.progress(f"cluster down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
-        return 0
+        return _report_down("cluster", c.down())
     return _print_status(c.status(), args.json)
 
 
@@ -217,9 +218,7 @@ def cmd_front(args: argparse.Namespace, cfg: TallyConfig) -> int:
         front.up()
         return 0
     if args.action == "down":
-        stopped = front.down()
-        log.progress(f"front down: stopped {', '.join(stopped) or 'nothing (nothing was running)'}")
-        return 0
+        return _report_down("front", front.down())
     return _print_status(front.status(), args.json)
 
 

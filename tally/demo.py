@@ -76,6 +76,8 @@ def _remove_previous_runs(cfg: TallyConfig, demo_root: Path) -> None:
 
 def _demo_env(cfg: TallyConfig, run: str, run_dir: Path, lake: str,
               first_day: dt.date) -> dict[str, str]:
+    from tally.stack import lib_dir
+
     env = dict(os.environ)
     env.update({
         "TALLY_STATE_DIR": str(run_dir / "state"),
@@ -86,15 +88,9 @@ def _demo_env(cfg: TallyConfig, run: str, run_dir: Path, lake: str,
                             else (run_dir / "lake").as_uri()),
         "TALLY_BATCH__HORIZON_START": first_day.isoformat(),
         # The jars stay where this installation has them.
-        "TALLY_STACK__LIB_DIR": str(_lib_dir(cfg)),
+        "TALLY_STACK__LIB_DIR": str(lib_dir(cfg)),
     })
     return env
-
-
-def _lib_dir(cfg: TallyConfig) -> Path:
-    from tally.stack import lib_dir
-
-    return lib_dir(cfg)
 
 
 # Processes the demo starts -------------------------------------------------------------------------
@@ -154,18 +150,6 @@ def _wait(what: str, ready, timeout_s: float, child: Child | None = None,
             said = now
             log.progress(f"  ... {what} ({now - t0:.0f}s{'; ' + status() if status else ''})")
         time.sleep(0.5)
-
-
-def _end_offsets(cfg: TallyConfig) -> dict[int, int]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, group_id=None)
-    try:
-        parts = [TopicPartition(cfg.kafka.topic, p)
-                 for p in sorted(consumer.partitions_for_topic(cfg.kafka.topic) or [])]
-        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
-    finally:
-        consumer.close()
 
 
 def _read_up_to(record: dict[str, Any] | None, topic: str) -> dict[int, int]:
@@ -278,7 +262,7 @@ def _run(cfg: TallyConfig, events: int, days: int, lake: str, wait: bool,
     from serving_layer.client import TallyClient
     from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
     from tally.generator import GeneratorOptions, run_generate
-    from tally.provision import create_bucket, create_tables, create_topics
+    from tally.provision import create_bucket, create_tables, create_topics, end_offsets
 
     today = dt.datetime.now(dt.timezone.utc).date()
     first = today - dt.timedelta(days=days)  # the last `days` complete UTC days
@@ -318,7 +302,7 @@ def _run(cfg: TallyConfig, events: int, days: int, lake: str, wait: bool,
                  f"truth -> {truth_path}")
 
     _step(4, "waiting for the stream to count and archive everything sent")
-    ends = _end_offsets(dcfg)
+    ends = end_offsets(dcfg)
     store = HBaseSpeedStore(dcfg)
     topic = dcfg.kafka.topic
 

@@ -20,6 +20,19 @@ from tally.errors import StackError
 LOG = log.get("provision")
 
 
+def end_offsets(cfg: TallyConfig, topic: str | None = None) -> dict[int, int]:
+    """The next offset of every partition of ``topic`` (default kafka.topic)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic = topic or cfg.kafka.topic
+    consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, group_id=None)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        return {tp.partition: off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
 def create_topics(cfg: TallyConfig, topics: dict[str, int] | None = None) -> list[str]:
     """Create the topics that are missing; returns the names created."""
     from kafka import KafkaAdminClient
