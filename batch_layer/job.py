@@ -34,7 +34,7 @@ LOG = log.get("batch")
 
 
 VIEW_ROWS_PER_FILE = 4_000_000
-BROADCAST_MAX_IDS = 2_000_000  # repeated ids broadcast to the scan up to this many (~50 MB)
+BROADCAST_MAX_IDS = 2_000_000  # repeated id hashes broadcast to the scan up to this many (~30 MB)
 SHRINK_REASON = ("the input has {rows:,} raw rows, fewer than the {published:,} of the published "
                  "version {version}; the archive is append-only, so files are missing (deleted, or "
                  "dropped from the sink log by its retention); --allow-shrink publishes anyway")
@@ -124,8 +124,8 @@ def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = Non
     stages: dict[str, float] = {}
     mark = time.monotonic()
     with _shuffle_partitions(spark, cfg, inp.bytes):
-        # The ids that repeat: usually a few percent, small enough to broadcast to the scan.
-        multi = transform.repeated_ids(raw).persist(StorageLevel.MEMORY_AND_DISK)
+        # The hashes of the ids that repeat: usually a few percent, small enough to broadcast.
+        multi = transform.repeated_hashes(raw).persist(StorageLevel.MEMORY_AND_DISK)
         n_multi = multi.count()
         small = F.broadcast(multi) if n_multi <= BROADCAST_MAX_IDS else multi
         counted = transform.minute_counts(transform.distinct_events(raw, small)).persist(

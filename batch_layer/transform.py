@@ -9,7 +9,7 @@ from the minute view.
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from schemas import counting
@@ -18,33 +18,42 @@ from schemas.archive import VIEW_COLUMNS
 VIEWS = ("minute", "hour", "day")
 
 
-def distinct_events(raw: DataFrame, multi_ids: DataFrame | None = None) -> DataFrame:
+def distinct_events(raw: DataFrame, multi_hashes: DataFrame | None = None) -> DataFrame:
     """One row per ``event_id``: the copy first written to Kafka, as :func:`counting.counted_events`
     wants it, with ``copies``: how many raw rows it stands for.
 
-    Most ids occur once, so the ids that repeat (``multi_ids``, from :func:`repeated_ids`; computed
-    here when not given) are found with a hash aggregation on the id alone, and only their rows
-    go through the exact "first copy" aggregation, which carries strings and so sorts. Giving a
-    small, already computed ``multi_ids`` lets Spark broadcast it instead of shuffling the input.
+    Most ids occur once. The rows whose id may repeat are found by a 64-bit hash of the id
+    (``multi_hashes``, from :func:`repeated_hashes`; computed here when not given): aggregating
+    longs shuffles a fraction of what the id strings would. Only those rows go through the exact
+    "first copy" aggregation on the id itself, which carries strings and so sorts; a hash
+    collision merely sends two distinct ids down that exact path. Giving a small, already computed
+    ``multi_hashes`` lets Spark broadcast it instead of shuffling the input.
     """
-    if multi_ids is None:
-        multi_ids = repeated_ids(raw)
-    joined = raw.join(multi_ids, "event_id", "left")
-    singles = joined.where(F.col("copies").isNull()).select(
+    if multi_hashes is None:
+        multi_hashes = repeated_hashes(raw)
+    joined = (raw.withColumn("_h", id_hash())
+              .join(multi_hashes.select("_h", F.lit(True).alias("_multi")), "_h", "left"))
+    singles = joined.where(F.col("_multi").isNull()).select(
         "event_id", "video_id", "event_type", F.unix_millis("ts").alias("ts"), "watch_ms",
         F.lit(1).cast("long").alias("copies"))
     first = F.min(F.struct("kafka_partition", "kafka_offset", "video_id", "event_type",
                            F.unix_millis("ts").alias("ts"), "watch_ms")).alias("first")
-    repeated = (joined.where(F.col("copies").isNotNull())
-                .groupBy("event_id").agg(first, F.first("copies").alias("copies"))
+    repeated = (joined.where(F.col("_multi").isNotNull())
+                .groupBy("event_id").agg(first, F.count(F.lit(1)).alias("copies"))
                 .select("event_id", "first.video_id", "first.event_type", "first.ts", "first.watch_ms",
                         "copies"))
     return counting.counted_events(singles.unionByName(repeated), keep=("copies",))
 
 
-def repeated_ids(raw: DataFrame) -> DataFrame:
-    """(event_id, copies) of the ids that occur more than once."""
-    return (raw.groupBy("event_id").agg(F.count(F.lit(1)).alias("copies"))
+def id_hash() -> Column:
+    """A 64-bit hash of ``event_id`` (equal ids, equal hashes; rarely, different ids too)."""
+    return F.xxhash64("event_id")
+
+
+def repeated_hashes(raw: DataFrame) -> DataFrame:
+    """(``_h``, ``copies``) of the id hashes that occur more than once: every repeated id's hash
+    is among them."""
+    return (raw.groupBy(id_hash().alias("_h")).agg(F.count(F.lit(1)).alias("copies"))
             .where(F.col("copies") > 1))
 
 

@@ -33,6 +33,26 @@ def test_the_first_written_copy_counts(spark):
     assert rows["a"]["copies"] == 2 and rows["b"]["copies"] == 2
 
 
+def test_ids_sent_down_the_exact_path_by_a_hash_collision_stay_distinct(spark):
+    """A hash collision puts ids that occur once among the "repeated" hashes; the exact path
+    groups by the id itself, so each still counts once with its own values."""
+    from pyspark.sql import functions as F
+
+    df = raw_df(spark, [
+        ("c", "v1", "view", at(10, 1), 7, 0, 1),
+        ("d", "v2", "like", at(11, 2), None, 1, 4),
+        ("e", "v2", "view", at(11, 3), 3, 1, 5),
+        ("e", "v2", "view", at(11, 3), 9, 1, 8),
+    ])
+    # What a collision of "c" and "d" with a repeated id would look like to the scan.
+    colliding = (df.where(F.col("event_id").isin("c", "d", "e"))
+                 .select(transform.id_hash().alias("_h")).distinct())
+    rows = {r["event_id"]: r for r in transform.distinct_events(df, colliding).collect()}
+    assert {k: (r["video_id"], r["event_type"], r["watch_ms"], r["copies"]) for k, r in rows.items()} == {
+        "c": ("v1", "view", 7, 1), "d": ("v2", "like", 0, 1), "e": ("v2", "view", 3, 2)}
+    assert rows == {r["event_id"]: r for r in transform.distinct_events(df).collect()}
+
+
 def test_views_at_each_granularity_with_boundaries(spark):
     df = raw_df(spark, [
         ("a", "v1", "view", at(0, 0, 0, 0), 1, 0, 1),
