@@ -51,9 +51,14 @@ unit-test: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 # The whole suite against the real stack; the stack is stopped again even when tests fail.
+# Tests run on TEST_WORKERS pytest-xdist workers (each file on one worker), then the `serial`
+# tests, which stop or kill a shared part of the stack, alone. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup
 	@$(TALLY) stack up && \
-	  { $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; $(TALLY) stack down; exit $$rc; } || \
+	  { $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS); rc=$$?; \
+	    $(PY) -m pytest -n 0 -m serial $(PYTEST_ARGS); rc2=$$?; [ $$rc2 -eq 5 ] && rc2=0; \
+	    $(TALLY) stack down; [ $$rc -eq 0 ] && exit $$rc2; exit $$rc; } || \
 	  { rc=$$?; $(TALLY) stack down; exit $$rc; }
 
 # Starts the stack itself (and stops it again on Ctrl-C); `TALLY_DEMO_ARGS="--lake s3"` for the S3 lake.

@@ -2,7 +2,7 @@
 dead-letter queries running), against the same Spark reading the same topic into a no-op sink
 (the reference), and event-to-HBase freshness.
 
-    python bench/speed.py [--events 300000] [--runs 3] [--trigger-s 2] [--freshness-s 30]
+    python bench/speed.py [--events 300000] [--runs 3] [--trigger-s 2] [--freshness-s 30] [--span-s S]
 
 Needs the local stack (`tally stack up`). Each run uses a fresh checkpoint; the topic, tables and
 state directory are the benchmark's own. Prints each run, the medians and the ratio.
@@ -128,6 +128,32 @@ def freshness(spark, cfg, seconds: float, trigger_s: float) -> list[float]:
     return latencies
 
 
+LIVE_RATE = 20_000  # events/s: the goal; the default event-time span is what a live stream at it covers
+
+
+def produce(cfg, events: int, span_s: float) -> None:
+    """Generated traffic (10,000 Zipf-popular videos) into the topic. With ``span_s``, the event
+    times are the generator's diurnal day compressed into the last ``span_s`` seconds, as a live
+    stream at events/span_s events/s has them: its minutes hold many events per video. With 0,
+    two past days (almost every event its own minute bucket: the worst case for the writes)."""
+    from tally.generator import DAY_MS, build_traffic
+    from tally.producer import TallyProducer
+
+    if not span_s:
+        run_generate(cfg, GeneratorOptions(events=events, videos=10_000, start="2026-11-20", days=2,
+                                           seed=5, duplicates=0.01, invalid=0.002), kafka=True)
+        return
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 2 * 86_400))
+    traffic = build_traffic(cfg, GeneratorOptions(events=events, videos=10_000, start=day, days=1,
+                                                  seed=5, duplicates=0.01, invalid=0.002))
+    span_ms = int(span_s * 1000)
+    now = int(time.time() * 1000)
+    traffic.ts = now - span_ms + (traffic.ts - traffic.start_ms) * span_ms // DAY_MS
+    with TallyProducer(cfg) as producer:
+        for _kind, _i, value, key in traffic.records():
+            producer.send_raw(value, key)
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
@@ -139,6 +165,9 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--trigger-s", type=float, default=2.0)
     ap.add_argument("--freshness-s", type=float, default=30.0)
+    ap.add_argument("--span-s", type=float, default=None,
+                    help="event-time span of the traffic (default: events / 20,000 s, a live stream "
+                         "at the goal rate; 0: two past days, every event nearly its own bucket)")
     args = ap.parse_args()
 
     from tally import log
@@ -151,9 +180,10 @@ def main() -> int:
                                  "hbase": {"table_prefix": f"bench{u}"}})
     create_topics(cfg)
     create_tables(cfg)
-    print(f"producing {args.events:,} events (1% retries, 0.2% invalid) ...", flush=True)
-    run_generate(cfg, GeneratorOptions(events=args.events, videos=10_000, start="2026-11-20", days=2,
-                                       seed=5, duplicates=0.01, invalid=0.002), kafka=True)
+    span_s = args.events / LIVE_RATE if args.span_s is None else args.span_s
+    print(f"producing {args.events:,} events (1% retries, 0.2% invalid), event times over "
+          f"{f'{span_s:,.0f} s up to now' if span_s else 'two past days'} ...", flush=True)
+    produce(cfg, args.events, span_s)
     total = sum(end_offsets(cfg).values())
     spark = build_session(cfg, "tally-bench-speed")
     refs, speeds = [], []

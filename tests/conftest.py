@@ -37,6 +37,16 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(key)
 
 
+# Files whose tests share a session-scoped world run on one pytest-xdist worker, which builds it
+# once; every other file is a group of its own (module-scoped fixtures are built once too).
+XDIST_GROUPS = {
+    "faults/test_front_door.py": "faults-serving-world",
+    "faults/test_serving_faults.py": "faults-serving-world",
+    "integration/test_serving_schema.py": "serving-world",
+    "integration/test_serving_page.py": "serving-world",
+}
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         path = str(item.fspath)
@@ -44,6 +54,8 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.integration)
         if "/faults/" in path:
             item.add_marker(pytest.mark.faults)
+        rel = "/".join(path.split("/")[-2:])
+        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(rel, rel)))
 
 
 @pytest.fixture(scope="session")

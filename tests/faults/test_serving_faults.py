@@ -17,6 +17,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from tests.integration.servekit import (
     D0, D1, D2, Load, consume, counts_step, day_ms, iso, running_front, timed,
 )
@@ -108,6 +110,7 @@ def speed_expected(events: list[dict]) -> dict[tuple[str, str, int], tuple[int, 
     return {k: tuple(v) for k, v in acc.items()}
 
 
+@pytest.mark.serial  # kills the shared broker: runs alone, after the parallel part
 def test_kafka_broker_killed_while_sending(stack, tmp_path, unique):
     from speed_layer.store import HBaseSpeedStore
     from tally.stack import Stack

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.batchkit import generate_archive
 from tests.integration.speedkit import check_exact, make_installation, wait_exit
 
@@ -83,6 +85,7 @@ def _published_day(inst, tmp_path, spark_reader, day: dt.date) -> dict:
     return expected
 
 
+@pytest.mark.serial  # stops the shared Thrift server: runs alone, after the parallel part
 def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_path, unique,
                                                                      spark_reader):
     from serving_layer.app import create_app
