@@ -248,6 +248,10 @@ class ServeConfig:
     catalog_ttl_s: float = 2.0
     # How long a worker reuses the earliest day with raw data (the default batch.horizon_start).
     horizon_start_ttl_s: float = 300.0
+    # Each worker keeps the speed part of top-K as hour totals up to this size (0: off); an
+    # hour still open (not yet behind the speed layer's watermark) is read again after top_ttl_s.
+    top_cache_mb: int = 64
+    top_ttl_s: float = 2.0
     # Backend timeouts on the request path.
     hbase_timeout_ms: int = 3000
     hbase_retry_s: float = 0.5
@@ -273,7 +277,8 @@ class ServeConfig:
             raise ConfigError("serve.max_events: must be at most 1000 (the contract's limit)")
         if self.max_body_bytes > 1024 * 1024:
             raise ConfigError("serve.max_body_bytes: must be at most 1 MiB (the contract's limit)")
-        for name in ("catalog_ttl_s", "horizon_start_ttl_s", "hbase_retry_s", "rate_limit_per_s"):
+        for name in ("catalog_ttl_s", "horizon_start_ttl_s", "hbase_retry_s", "rate_limit_per_s",
+                     "top_cache_mb", "top_ttl_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"serve.{name}: must be >= 0")
         for key in self.api_keys:

@@ -1,7 +1,8 @@
 """The queries behind the REST API: merged counts and top-K, over per-process resources.
 
 :class:`Resources` holds what one worker process owns — the batch reader with its caches, the
-HBase speed store (a happybase pool with the serving timeouts), the Kafka producer — each created
+HBase speed store (a happybase pool with the serving timeouts), the cache of the speed part of
+top-K, the Kafka producer — each created
 lazily on first use, and created again in a process that finds it was made by another pid (a
 forked worker never shares its parent's sockets).
 """
@@ -18,6 +19,7 @@ from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
+from serving_layer.topcache import SpeedTopCache
 from tally import log
 from tally.errors import DependencyError
 
@@ -32,6 +34,7 @@ class Resources:
         self._batch: BatchReader | None = None
         self._speed = None
         self._producer = None
+        self._top_cache: SpeedTopCache | None = None
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # forked: drop what the parent made, never use its sockets
@@ -39,7 +42,7 @@ class Resources:
 
             store._POOLS.clear()
             self._pid = os.getpid()
-            self._batch = self._speed = self._producer = None
+            self._batch = self._speed = self._producer = self._top_cache = None
 
     @property
     def batch(self) -> BatchReader:
@@ -60,6 +63,14 @@ class Resources:
             serving_cfg = self.cfg.replace(hbase={"timeout_ms": s.hbase_timeout_ms})
             self._speed = HBaseSpeedStore(serving_cfg, retry_s=s.hbase_retry_s)
         return self._speed
+
+    @property
+    def top_cache(self) -> SpeedTopCache:
+        self._check_pid()
+        if self._top_cache is None:
+            s = self.cfg.serve
+            self._top_cache = SpeedTopCache(s.top_cache_mb << 20, s.top_ttl_s)
+        return self._top_cache
 
     def producer(self):
         self._check_pid()
@@ -244,9 +255,25 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
                 add(v, c, w)
 
     def add_minutes():
-        for m in res.speed.scan_type_minutes(q.event_type, p.speed.lo, p.speed.hi):
-            if p.speed.lo <= m.minute_ms < p.speed.hi:
-                add(m.video_id, m.count, m.watch_ms)
+        # Whole hours from the per-worker cache of hour totals (topcache.py), the ends of the
+        # range minute by minute from the top-K table.
+        hour = GRAN_MS["hour"]
+        lo, hi = p.speed.lo, p.speed.hi
+        a, b = -(-lo // hour) * hour, hi // hour * hour
+        edges = [(lo, hi)] if a >= b else [(x, y) for x, y in ((lo, a), (b, hi)) if y > x]
+        if a < b:
+            watermark = parse_rfc3339_ms(str((res.speed.read_progress() or {}).get("watermark") or ""))
+            for h in range(a, b, hour):
+                totals = res.top_cache.hour(
+                    (cfg.hbase.top_table, q.event_type, h),
+                    closed=watermark is not None and h + hour <= watermark,
+                    load=lambda h=h: res.speed.hour_totals(q.event_type, h))
+                for v, (c, w) in totals.items():
+                    add(v, c, w)
+        for x, y in edges:
+            for m in res.speed.scan_type_minutes(q.event_type, x, y):
+                if x <= m.minute_ms < y:
+                    add(m.video_id, m.count, m.watch_ms)
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:

@@ -42,6 +42,15 @@ class FakeSpeed:
         self._check()
         return [r for r in self.rows if r.event_type == event_type and lo // HOUR * HOUR <= r.minute_ms]
 
+    def hour_totals(self, event_type, hour_ms):
+        self._check()
+        out = {}
+        for r in self.rows:
+            if r.event_type == event_type and hour_ms <= r.minute_ms < hour_ms + HOUR:
+                c, w = out.get(r.video_id, (0, 0))
+                out[r.video_id] = (c + r.count, w + r.watch_ms)
+        return out
+
     def read_progress(self):
         self._check()
         return {"max_event_time": "2025-11-26T10:00:00.000Z", "watermark": "2025-11-26T09:50:00Z",
