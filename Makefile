@@ -51,9 +51,10 @@ unit-test: setup
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 # The whole suite against the real stack; the stack is stopped again even when tests fail.
-# Tests run on TEST_WORKERS pytest-xdist workers (each file on one worker), then the `serial`
-# tests, which stop or kill a shared part of the stack, alone. TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
+# The tests not marked `serial` first, on TEST_WORKERS pytest-xdist workers (each file on one
+# worker; 0: in this process), then the `serial` ones, which stop or kill a shared part of the
+# stack, alone. On two cores the suite is CPU-bound: two workers take as long as one.
+TEST_WORKERS ?= 0
 test: setup
 	@$(TALLY) stack up && \
 	  { $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS); rc=$$?; \

@@ -76,11 +76,12 @@ def stack(cfg):
 
 @pytest.fixture(scope="session")
 def spark_reader(tmp_path_factory):
-    """A SparkSession (with the connector jars) for reading what the jobs wrote."""
+    """A SparkSession (with the connector jars) for reading what the jobs wrote, and for the batch
+    runs the tests make in process (both cores: most of them run while nothing else does)."""
     from tally.spark import build_session
 
     cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
-                                 "spark": {"master": "local[1]", "driver_memory": "1g"}})
+                                 "spark": {"master": "local[2]", "driver_memory": "1g"}})
     spark = build_session(cfg, "tally-test-reader")
     yield spark
     spark.stop()

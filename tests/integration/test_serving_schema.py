@@ -27,22 +27,18 @@ from schemathesis.specs.openapi.formats import get_default_format_strategies
 from schemas.config import load_config
 from serving_layer.openapi import document
 from serving_layer.params import ParamError, parse_time
-from tests.integration.servekit import day_ms
 
 MIN_CASES = 1000
-# The batch horizon of the session's serving_world (tests/integration/conftest.py).
-HORIZON_MS = day_ms(dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=2))
 CASES: collections.Counter = collections.Counter()
 STATUSES: collections.Counter = collections.Counter()
 SOURCES: collections.Counter = collections.Counter()
 PARAMETRISED = {"GET /v1/videos/{video_id}/counts", "GET /v1/top", "POST /v1/events"}
 
 
-def _near_times() -> st.SearchStrategy[str]:
+def _near_times(horizon: int) -> st.SearchStrategy[str]:
     """RFC 3339 instants around the batch horizon (minutes to a day and a half away, so ranges
     straddle it and most stay short), in the forms clients write (Z or an offset, with or
     without a fraction)."""
-    horizon = HORIZON_MS
 
     def render(ms: int, offset_min: int, frac: int) -> str:
         local = dt.datetime.fromtimestamp(ms / 1000, dt.timezone(dt.timedelta(minutes=offset_min)))
@@ -91,11 +87,11 @@ def flatmap_query(context, query):
 def app(serving_world):
     from serving_layer.app import create_app
 
-    assert serving_world.horizon_ms == HORIZON_MS
+    # The world's own horizon (not one computed from today's date here: a run may cross midnight).
     app = create_app(serving_world.inst.cfg)
     assert app.test_client().get("/openapi.json").json == schema.raw_schema
     default = get_default_format_strategies()["date-time"]
-    schemathesis.openapi.format("date-time", st.one_of(*[_near_times()] * 4, default))
+    schemathesis.openapi.format("date-time", st.one_of(*[_near_times(serving_world.horizon_ms)] * 4, default))
     yield app
     from schemathesis.specs.openapi import unregister_string_format
 

@@ -14,7 +14,7 @@ from tests.integration.speedkit import (
     read_archive, read_truth, send_very_late, sent_records, wait_exit, wait_for_watermark,
 )
 
-GEN = ["--events", "50000", "--videos", "400", "--start", "2026-11-20", "--days", "3", "--seed", "17",
+GEN = ["--events", "25000", "--videos", "400", "--start", "2026-11-20", "--days", "3", "--seed", "17",
        "--late", "0.01", "--duplicates", "0.03", "--invalid", "0.01"]
 
 
