@@ -17,7 +17,9 @@ import re
 import time
 from typing import Any
 
+import orjson
 from flask import Flask, Response, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
@@ -70,12 +72,30 @@ def require_key(always: bool) -> None:
         raise ApiError(401, "X-API-Key: not a valid key", {"WWW-Authenticate": "X-API-Key"})
 
 
+class OrjsonProvider(DefaultJSONProvider):
+    """Response bodies through orjson (C): a 24-hour minute query answers 1,440 buckets, which
+    the standard library's encoder takes several milliseconds to write. Keys keep their order."""
+
+    sort_keys = False
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        body = orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS)
+        return self._app.response_class(body + b"\n", mimetype=self.mimetype)
+
+
+class TallyFlask(Flask):
+    json_provider_class = OrjsonProvider
+
+
 def create_app(cfg: TallyConfig | None = None) -> Flask:
     cfg = cfg or load_config()
-    app = Flask("tally.serve")
+    app = TallyFlask("tally.serve")
     app.url_map.converters["any_text"] = AnyText
     app.config["MAX_CONTENT_LENGTH"] = cfg.serve.max_body_bytes
-    app.json.sort_keys = False
     app.extensions["tally"] = {"cfg": cfg, "resources": Resources(cfg)}
 
     from serving_layer import metrics

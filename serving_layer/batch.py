@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import re
 import threading
 import time
@@ -50,6 +51,14 @@ class Snapshot:
     horizon_start: str | None
     horizon_ms: int | None
     taken_at: float
+
+
+@functools.cache
+def per_video_schema():
+    """(video_id, count, watch_ms): per-video sums, as top-K adds them up."""
+    import pyarrow as pa
+
+    return pa.schema([("video_id", pa.string()), ("count", pa.int64()), ("watch_ms", pa.int64())])
 
 
 class IndexedView:
@@ -88,23 +97,26 @@ class IndexedView:
         w = self.watch_ms[sl[0]:sl[1]]
         return [(int(b[i]), int(c[i]), int(w[i])) for i in range(len(b)) if lo <= b[i] < hi]
 
-    def per_video(self, event_type: str, lo: int, hi: int) -> dict[str, tuple[int, int]]:
-        """Per-video (count, watch_ms) sums of one type over buckets in ``[lo, hi)``."""
-        import numpy as np
+    def per_video_table(self, event_type: str, lo: int, hi: int):
+        """Per-video ``count`` and ``watch_ms`` sums of one type over buckets in ``[lo, hi)``, as
+        an Arrow table with :func:`per_video_schema`."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         if not self.table.num_rows:
-            return {}
+            return per_video_schema().empty_table()
         mask = pc.and_(pc.equal(self.table["event_type"], event_type),
                        pa.array((self.bucket_ms >= lo) & (self.bucket_ms < hi), pa.bool_()))
         rows = self.table.filter(mask)
-        if not rows.num_rows:
-            return {}
         agg = rows.group_by("video_id").aggregate([("count", "sum"), ("watch_ms", "sum")])
-        return {v: (int(c), int(w)) for v, c, w in zip(
-            agg["video_id"].to_pylist(), agg["count_sum"].to_pylist(),
-            np.asarray(agg["watch_ms_sum"].to_pylist(), dtype=np.int64).tolist())}
+        return pa.table({"video_id": agg["video_id"], "count": agg["count_sum"],
+                         "watch_ms": agg["watch_ms_sum"]}).cast(per_video_schema())
+
+    def per_video(self, event_type: str, lo: int, hi: int) -> dict[str, tuple[int, int]]:
+        """Per-video (count, watch_ms) sums of one type over buckets in ``[lo, hi)``."""
+        t = self.per_video_table(event_type, lo, hi)
+        return {v: (c, w) for v, c, w in zip(t["video_id"].to_pylist(), t["count"].to_pylist(),
+                                             t["watch_ms"].to_pylist())}
 
 
 def _empty_view() -> IndexedView:

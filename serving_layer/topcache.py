@@ -1,5 +1,5 @@
 """Each worker's cache of the speed part of top-K: per (event type, UTC hour), every video's
-total over the hour, summed from the speed layer's top-K table.
+total over the hour (an Arrow table), summed from the speed layer's top-K table.
 
 Without it, a top-K over hours of speed views scans one HBase row per (hour, video) on every
 request, which grows with the videos active in those hours. An hour that ended before the speed
@@ -15,11 +15,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable
+from typing import Any, Callable
 
-Totals = dict[str, tuple[int, int]]
 # What one video's entry costs in a dict of (str -> (int, int)): key, tuple, ints, slot.
 BYTES_PER_VIDEO = 200
+
+
+def size_of(totals: Any) -> int:
+    """Bytes of an Arrow table (``nbytes``) or an estimate for a dict of per-video totals."""
+    nbytes = getattr(totals, "nbytes", None)
+    return (nbytes if nbytes is not None else BYTES_PER_VIDEO * len(totals)) + BYTES_PER_VIDEO
 
 
 class SpeedTopCache:
@@ -28,11 +33,11 @@ class SpeedTopCache:
         self.ttl_s = ttl_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple, tuple[Totals, bool, float, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple, tuple[Any, bool, float, int]] = OrderedDict()
         self.bytes = 0
         self.hits = self.misses = 0
 
-    def hour(self, key: tuple, closed: bool, load: Callable[[], Totals]) -> Totals:
+    def hour(self, key: tuple, closed: bool, load: Callable[[], Any]) -> Any:
         """The totals of one hour (``key`` names the table, event type and hour): cached when the
         hour is ``closed``, or open and read less than ``ttl_s`` ago; else ``load()``."""
         if self.max_bytes <= 0:
@@ -48,7 +53,7 @@ class SpeedTopCache:
                     return totals
             self.misses += 1
         totals = load()
-        size = BYTES_PER_VIDEO * (len(totals) + 1)
+        size = size_of(totals)
         if size > self.max_bytes:
             return totals
         with self._lock:

@@ -173,7 +173,7 @@ def test_bucket_starts_are_format_ms():
     for lo, hi, size in ((H - 3 * HOUR, H + 2 * HOUR, MIN), (H - 5 * DAY, H + DAY, HOUR),
                          (946_684_800_000, 946_684_800_000 + 3 * DAY, DAY),
                          (253_402_214_400_000 - DAY, 253_402_214_400_000, HOUR)):
-        assert bucket_starts(lo, hi, size) == [format_ms(b) for b in range(lo, hi, size)]
+        assert bucket_starts(lo, hi, size) == tuple(format_ms(b) for b in range(lo, hi, size))
 
 
 def test_top_reads_the_coarsest_views():

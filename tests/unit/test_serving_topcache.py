@@ -57,7 +57,7 @@ def test_an_hour_read_while_open_is_kept_once_it_is_read_closed():
 
 
 def test_bounded_by_size_least_recently_used_out_and_zero_is_off():
-    per_hour = BYTES_PER_VIDEO * 11  # ten videos and the entry
+    per_hour = BYTES_PER_VIDEO * 11  # ten videos and the entry (size_of)
     cache = SpeedTopCache(2 * per_hour, ttl_s=60)
     loads = {h: Loader({f"v{i}": (i, 0) for i in range(10)}) for h in range(3)}
     cache.hour(("t", "view", 0), True, loads[0])
