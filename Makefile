@@ -62,9 +62,11 @@ test: setup
 	    $(TALLY) stack down; [ $$rc -eq 0 ] && exit $$rc2; exit $$rc; } || \
 	  { rc=$$?; $(TALLY) stack down; exit $$rc; }
 
-# Starts the stack itself (and stops it again on Ctrl-C); `TALLY_DEMO_ARGS="--lake s3"` for the S3 lake.
+# Starts the stack itself (and stops it again on Ctrl-C); `make demo DEMO_ARGS="--lake s3"` for the
+# S3 lake. (Not TALLY_-prefixed: make exports command-line variables, and the config reads every
+# TALLY_* variable of the environment as a setting, rejecting unknown ones.)
 demo: setup
-	$(TALLY) demo $(TALLY_DEMO_ARGS)
+	$(TALLY) demo $(DEMO_ARGS)
 
 bench: stack-up
 	$(PY) bench/ingest.py
