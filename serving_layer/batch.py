@@ -112,12 +112,6 @@ class IndexedView:
         return pa.table({"video_id": agg["video_id"], "count": agg["count_sum"],
                          "watch_ms": agg["watch_ms_sum"]}).cast(per_video_schema())
 
-    def per_video(self, event_type: str, lo: int, hi: int) -> dict[str, tuple[int, int]]:
-        """Per-video (count, watch_ms) sums of one type over buckets in ``[lo, hi)``."""
-        t = self.per_video_table(event_type, lo, hi)
-        return {v: (c, w) for v, c, w in zip(t["video_id"].to_pylist(), t["count"].to_pylist(),
-                                             t["watch_ms"].to_pylist())}
-
 
 def _empty_view() -> IndexedView:
     from batch_layer.views import VIEW_SCHEMA

@@ -141,14 +141,15 @@ def _speed_failure(exc: BaseException) -> str:
 
 
 def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple | None]:
-    """Run ``read`` (which adds the speed minutes of the plan's speed range) and read the
-    progress record: (progress, speed error, a 503 answer when nothing at all can be answered)."""
+    """Run ``read`` (which adds the speed minutes of the plan's speed range, and may return the
+    progress record it read) and read the progress record unless it did: (progress, speed error,
+    a 503 answer when nothing at all can be answered)."""
     if not p.speed:
         progress, _ = _speed_progress(res)
         return progress, None, None
     try:
-        read()
-        return res.speed.read_progress(), None, None
+        progress = read()
+        return (progress if progress is not None else res.speed.read_progress()), None, None
     except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
         error = _speed_failure(exc)
     if not p.batch:
@@ -254,8 +255,10 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
         a, b = -(-lo // hour) * hour, hi // hour * hour
         edges = [(lo, hi)] if a >= b else [(x, y) for x, y in ((lo, a), (b, hi)) if y > x]
         speed: list[Any] = []  # joins the parts only once all of it was read
+        progress = None
         if a < b:
-            watermark = parse_rfc3339_ms(str((res.speed.read_progress() or {}).get("watermark") or ""))
+            progress = res.speed.read_progress()
+            watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
             for h in range(a, b, hour):
                 speed.append(res.top_cache.hour(
                     (cfg.hbase.top_table, q.event_type, h),
@@ -269,6 +272,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
                     sums[m.video_id] = (c + m.count, w + m.watch_ms)
             speed.append(_totals_table(sums))
         parts.extend(speed)
+        return progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:

@@ -223,8 +223,10 @@ def test_indexed_view_and_lru():
     assert v.rows("a", "view", 0, 10 * MIN) == [(0, 3, 3), (MIN, 2, 2)]
     assert v.rows("a", "view", MIN, 10 * MIN) == [(MIN, 2, 2)]
     assert v.rows("c", "view", 0, 10 * MIN) == []
-    assert v.per_video("view", 0, 10 * MIN) == {"a": (5, 5), "b": (1, 1)}
-    assert v.per_video("like", MIN, 10 * MIN) == {}
+    assert sorted(v.per_video_table("view", 0, 10 * MIN).to_pylist(), key=lambda r: r["video_id"]) == [
+        {"video_id": "a", "count": 5, "watch_ms": 5}, {"video_id": "b", "count": 1, "watch_ms": 1}]
+    assert v.per_video_table("like", MIN, 10 * MIN).num_rows == 0
+    assert IndexedView(t.slice(0, 0)).per_video_table("view", 0, 1).num_rows == 0
     assert IndexedView(t.slice(0, 0)).rows("a", "view", 0, 1) == []
 
     class Item:
