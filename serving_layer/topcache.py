@@ -17,14 +17,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
-# What one video's entry costs in a dict of (str -> (int, int)): key, tuple, ints, slot.
-BYTES_PER_VIDEO = 200
-
-
-def size_of(totals: Any) -> int:
-    """Bytes of an Arrow table (``nbytes``) or an estimate for a dict of per-video totals."""
-    nbytes = getattr(totals, "nbytes", None)
-    return (nbytes if nbytes is not None else BYTES_PER_VIDEO * len(totals)) + BYTES_PER_VIDEO
+ENTRY_BYTES = 200  # an entry's own cost beside its table's buffers (key, tuple, slot)
 
 
 class SpeedTopCache:
@@ -35,7 +28,6 @@ class SpeedTopCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, tuple[Any, bool, float, int]] = OrderedDict()
         self.bytes = 0
-        self.hits = self.misses = 0
 
     def hour(self, key: tuple, closed: bool, load: Callable[[], Any]) -> Any:
         """The totals of one hour (``key`` names the table, event type and hour): cached when the
@@ -49,11 +41,9 @@ class SpeedTopCache:
                 totals, was_closed, read_at, _ = entry
                 if was_closed or now - read_at < self.ttl_s:
                     self._entries.move_to_end(key)
-                    self.hits += 1
                     return totals
-            self.misses += 1
         totals = load()
-        size = size_of(totals)
+        size = totals.nbytes + ENTRY_BYTES
         if size > self.max_bytes:
             return totals
         with self._lock:
