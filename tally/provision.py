@@ -58,11 +58,23 @@ def create_topics(cfg: TallyConfig, topics: dict[str, int] | None = None) -> lis
 
 
 def create_table(cfg: TallyConfig, spec: TableSpec, timeout_s: float = 180) -> str:
-    """Create an HBase table through the Java Admin API (Thrift v1 cannot pre-split)."""
+    """Create one HBase table (see create_hbase_tables); returns what the Admin API reported."""
+    return create_hbase_tables(cfg, [spec], timeout_s)[0]
+
+
+def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: float = 180
+                        ) -> list[str]:
+    """Create HBase tables through the Java Admin API (Thrift v1 cannot pre-split), all in one
+    JVM run; an existing table is left alone. Returns one 'created|exists <name> regions=N' line
+    per table."""
     from tally.stack import java_bin, lib_dir
 
     source = PROJECT_ROOT / "infra" / "hbase" / "TallyAdmin.java"
-    buckets = cfg.hbase.salt_buckets if spec.salted else 1
+    args: list[str] = []
+    for spec in specs:
+        buckets = cfg.hbase.salt_buckets if spec.salted else 1
+        args += [*(["--"] if args else []), spec.name, str(buckets),
+                 *[f"{fam}:{ttl}" for fam, ttl in spec.families]]
     with tempfile.TemporaryDirectory(prefix="tally-hbase-client-") as conf:
         # A client needs only to find ZooKeeper; the Admin API does the rest.
         Path(conf, "hbase-site.xml").write_text(
@@ -72,23 +84,24 @@ def create_table(cfg: TallyConfig, spec: TableSpec, timeout_s: float = 180) -> s
             f"<value>{cfg.hbase.zookeeper_port}</value></property>\n"
             "</configuration>\n")
         Path(conf, "log4j2.properties").write_text("status = error\nrootLogger.level = off\n")
-        cmd = [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={conf}/log4j2.properties",
-               "-cp", f"{conf}:{lib_dir(cfg) / 'hbase'}/*", str(source), spec.name, str(buckets),
-               *[f"{fam}:{ttl}" for fam, ttl in spec.families]]
+        cmd = [java_bin(), "-Xmx256m", "-XX:TieredStopAtLevel=1",
+               f"-Dlog4j2.configurationFile={conf}/log4j2.properties",
+               "-cp", f"{conf}:{lib_dir(cfg) / 'hbase'}/*", str(source), *args]
         # A master that has just started answers Thrift before it accepts DDL ("Master is
         # initializing"): retry for a while before giving up.
         deadline = time.monotonic() + timeout_s
         while True:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            if res.returncode == 0:
-                return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+            lines = [ln for ln in res.stdout.splitlines() if ln.startswith(("created ", "exists "))]
+            if res.returncode == 0 and len(lines) == len(specs):
+                return lines
             if time.monotonic() > deadline:
                 break
-            LOG.info("creating table %s failed; retrying", spec.name)
+            LOG.info("creating tables %s failed; retrying", ", ".join(s.name for s in specs))
             time.sleep(3)
     lines = (res.stdout + res.stderr).strip().splitlines()
     causes = [ln for ln in lines if "Exception" in ln and not ln.lstrip().startswith("at ")]
-    raise StackError(f"hbase: creating table {spec.name} failed: "
+    raise StackError(f"hbase: creating table(s) {', '.join(s.name for s in specs)} failed: "
                      + ("\n".join(causes[:3]) or "\n".join(lines[-10:])))
 
 
@@ -100,13 +113,11 @@ def create_tables(cfg: TallyConfig) -> list[str]:
         existing = {t.decode() for t in conn.tables()}
     finally:
         conn.close()
-    created = []
-    for spec in tables(cfg):
-        if spec.name not in existing:
-            LOG.info("creating table %s", spec.name)
-            create_table(cfg, spec)
-            created.append(spec.name)
-    return created
+    missing = [spec for spec in tables(cfg) if spec.name not in existing]
+    if missing:
+        LOG.info("creating tables %s", ", ".join(s.name for s in missing))
+        create_hbase_tables(cfg, missing)
+    return [s.name for s in missing]
 
 
 def create_lake(cfg: TallyConfig) -> str:

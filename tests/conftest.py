@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 
 import pytest
 
@@ -25,9 +26,38 @@ def spark(tmp_path_factory):
 
 
 @pytest.fixture
-def unique() -> str:
-    """A short unique suffix for topics, tables and prefixes a test owns."""
-    return uuid.uuid4().hex[:10]
+def unique(request):
+    """A short unique suffix for topics, tables and prefixes a test owns. After a test that used
+    the stack, its HBase tables (prefix ``t<unique>``) and Kafka topics (``*.<unique>*``) are
+    dropped: hundreds of leftover pre-split tables would slow the one RegionServer for the rest of
+    the suite."""
+    u = uuid.uuid4().hex[:10]
+    yield u
+    if "stack" in request.fixturenames:
+        try:
+            _drop_owned(request.getfixturevalue("stack"), u)
+        except Exception as exc:  # cleanup only: the test's outcome stands
+            warnings.warn(f"could not drop what test {u} created: {exc}")
+
+
+def _drop_owned(cfg, u: str) -> None:
+    import happybase
+    from kafka.admin import KafkaAdminClient
+
+    conn = happybase.Connection(cfg.hbase.host, cfg.hbase.port, timeout=cfg.hbase.timeout_ms)
+    try:
+        for name in conn.tables():
+            if name.decode().startswith(f"t{u}"):
+                conn.delete_table(name, disable=True)
+    finally:
+        conn.close()
+    admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers)
+    try:
+        owned = [t for t in admin.list_topics() if u in t]
+        if owned:
+            admin.delete_topics(owned)
+    finally:
+        admin.close()
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_poison_pills_and_late_events(stack, tmp_path, unique, spark_reader):
     assert sum(len(p) >= BIG for p in poison) >= 3
     every = len(valid) // len(poison)
 
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "20")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "10")
     inst.wait_for_log("stream: queries speed")
     with TallyProducer(inst.cfg) as producer:
         pills = iter(poison)

@@ -61,7 +61,7 @@ def test_driver_killed_three_times_and_a_second_job_refused(stack, tmp_path, uni
     # ... then a clean run to the end of the input, during which a second job is started on the
     # same checkpoints: it must fail fast and change nothing.
     runs = inst.stream_log_text().count(started)
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "4s", "--until-idle", "20")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "4s", "--until-idle", "10")
     inst.wait_for_log(started, timeout_s=240, times=runs + 1)
     t0 = time.monotonic()
     second = inst.tally("stream", "--until-idle", "5", check=False, timeout=120)
@@ -101,7 +101,7 @@ def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_p
     query = {"from": "2026-11-20T12:00:00Z", "to": "2026-11-21T12:00:00Z", "granularity": "hour"}
 
     seed = 32
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "25")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "12")
     inst.wait_for_log("stream: queries speed")
     gen = generator(inst, seed, "--kafka", "--rate", "1000", "--truth",
                     str(tmp_path / f"truth-{seed}.parquet"))

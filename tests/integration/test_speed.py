@@ -14,7 +14,7 @@ from tests.integration.speedkit import (
     read_archive, read_truth, send_very_late, sent_records, wait_exit, wait_for_watermark,
 )
 
-GEN = ["--events", "25000", "--videos", "400", "--start", "2026-11-20", "--days", "3", "--seed", "17",
+GEN = ["--events", "50000", "--videos", "400", "--start", "2026-11-20", "--days", "3", "--seed", "17",
        "--late", "0.01", "--duplicates", "0.03", "--invalid", "0.01"]
 
 
@@ -24,7 +24,7 @@ def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
     truth_path, out_path = tmp_path / "truth.parquet", tmp_path / "sent.jsonl"
     # The exact records, to know what the archive and the dead-letter topic must hold.
     inst.tally("generate", *GEN, "--out", str(out_path))
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "5s", "--until-idle", "25")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "5s", "--until-idle", "12")
     inst.wait_for_log("stream: queries speed")
     inst.tally("generate", *GEN, "--truth", str(truth_path), "--kafka", "--rate", "5000")
     # Once the watermark has passed the generated days, events of the first day are dropped as

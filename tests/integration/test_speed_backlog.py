@@ -19,7 +19,7 @@ def test_backlog(stack, tmp_path, unique, spark_reader, cap):
     seed = 33
     inst.tally("generate", *GEN, "--seed", str(seed), "--kafka", "--truth",
                str(tmp_path / f"truth-{seed}.parquet"))
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "20")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "8")
     assert wait_exit(stream, 600, inst) == 0, inst.stream_log()
     figures = check_exact(inst, tmp_path, seed, GEN, spark_reader, dropped_ok=cap > 0)
     print(f"backlog, cap {cap}: {figures}")
