@@ -11,7 +11,10 @@ prefix). Then starts `tally serve --workers N` on it, warms every worker, and dr
 request kinds, one after the other, each at every rate:
 
 * counts — `GET /v1/videos/{id}/counts`, 24 hours at minute granularity straddling the batch
-  horizon (720 batch + 720 speed buckets), a random video among the 1,000 busiest;
+  horizon (720 batch + 720 speed buckets), a random video among the 1,000 busiest; the speed
+  layer's progress record puts its watermark 30 minutes before the range's end, so the last
+  hour is open and read from HBase by every request (the closed ones may come from the
+  worker's cache, serving_layer/speedcache.py);
 * top    — `GET /v1/top?k=10` over the same 24 hours (batch minute view + speed top table);
 * ref    — `GET /healthz` of the same server, the trivial JSON reference.
 
@@ -270,6 +273,14 @@ def main() -> int:
     from schemas.event import format_ms
 
     frm, to = format_ms(h - 12 * 3_600_000), format_ms(h + 12 * 3_600_000)
+    # As with a live speed layer: the last hour of the queried range is still open (ahead of the
+    # watermark), so every counts request reads it from HBase; the hours before it are closed.
+    from speed_layer.store import HBaseSpeedStore
+
+    wm = h + 12 * 3_600_000 - 30 * 60_000
+    HBaseSpeedStore(cfg).write_progress({
+        "max_event_time": format_ms(wm + 600_000), "watermark": format_ms(wm),
+        "updated_at": format_ms(int(time.time() * 1000)), "dropped_late": 0})
     rnd = random.Random(1)
     counts = [f"/v1/videos/{rnd.choice(info['busiest'])}/counts?granularity=minute&from={frm}&to={to}"
               for _ in range(5000)]

@@ -252,6 +252,9 @@ class ServeConfig:
     # hour still open (not yet behind the speed layer's watermark) is read again after top_ttl_s.
     top_cache_mb: int = 64
     top_ttl_s: float = 2.0
+    # Each worker keeps the speed minutes of closed hours per (video, event type, hour) that
+    # counts queries read, up to this size (0: off); an open hour is read on every request.
+    counts_cache_mb: int = 64
     # Backend timeouts on the request path.
     hbase_timeout_ms: int = 3000
     hbase_retry_s: float = 0.5
@@ -278,7 +281,7 @@ class ServeConfig:
         if self.max_body_bytes > 1024 * 1024:
             raise ConfigError("serve.max_body_bytes: must be at most 1 MiB (the contract's limit)")
         for name in ("catalog_ttl_s", "horizon_start_ttl_s", "hbase_retry_s", "rate_limit_per_s",
-                     "top_cache_mb", "top_ttl_s"):
+                     "top_cache_mb", "top_ttl_s", "counts_cache_mb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"serve.{name}: must be >= 0")
         for key in self.api_keys:

@@ -1,10 +1,9 @@
 """The queries behind the REST API: merged counts and top-K, over per-process resources.
 
 :class:`Resources` holds what one worker process owns — the batch reader with its caches, the
-HBase speed store (a happybase pool with the serving timeouts), the cache of the speed part of
-top-K, the Kafka producer — each created
-lazily on first use, and created again in a process that finds it was made by another pid (a
-forked worker never shares its parent's sockets).
+HBase speed store (a happybase pool with the serving timeouts), the caches of speed views by hour
+(speedcache.py), the Kafka producer — each created lazily on first use, and created again in a
+process that finds it was made by another pid (a forked worker never shares its parent's sockets).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot, per_video_schema
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
-from serving_layer.topcache import SpeedTopCache
+from serving_layer.speedcache import SpeedHourCache
 from tally import log
 from tally.errors import DependencyError
 
@@ -35,7 +34,8 @@ class Resources:
         self._batch: BatchReader | None = None
         self._speed = None
         self._producer = None
-        self._top_cache: SpeedTopCache | None = None
+        self._top_cache: SpeedHourCache | None = None
+        self._counts_cache: SpeedHourCache | None = None
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # forked: drop what the parent made, never use its sockets
@@ -43,7 +43,8 @@ class Resources:
 
             store._POOLS.clear()
             self._pid = os.getpid()
-            self._batch = self._speed = self._producer = self._top_cache = None
+            self._batch = self._speed = self._producer = None
+            self._top_cache = self._counts_cache = None
 
     @property
     def batch(self) -> BatchReader:
@@ -66,12 +67,19 @@ class Resources:
         return self._speed
 
     @property
-    def top_cache(self) -> SpeedTopCache:
+    def top_cache(self) -> SpeedHourCache:
         self._check_pid()
         if self._top_cache is None:
             s = self.cfg.serve
-            self._top_cache = SpeedTopCache(s.top_cache_mb << 20, s.top_ttl_s)
+            self._top_cache = SpeedHourCache(s.top_cache_mb << 20, s.top_ttl_s)
         return self._top_cache
+
+    @property
+    def counts_cache(self) -> SpeedHourCache:
+        self._check_pid()
+        if self._counts_cache is None:
+            self._counts_cache = SpeedHourCache(self.cfg.serve.counts_cache_mb << 20)
+        return self._counts_cache
 
     def producer(self):
         self._check_pid()
@@ -174,11 +182,14 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
             values[b] = (c, w)
 
     def add_minutes():
-        for m in res.speed.read_minutes(q.video_id, q.event_type, p.speed.lo, p.speed.hi):
-            b = m.minute_ms // q.size * q.size
-            if p.speed.lo <= b < p.speed.hi:
+        progress = res.speed.read_progress()  # before the minutes: it says which hours are closed
+        size, lo, hi = q.size, p.speed.lo, p.speed.hi
+        for m, mc, mw in speed_minutes(res, q.video_id, q.event_type, lo, hi, progress):
+            b = m // size * size
+            if lo <= b < hi:
                 c, w = values.get(b, (0, 0))
-                values[b] = (c + m.count, w + m.watch_ms)
+                values[b] = (c + mc, w + mw)
+        return progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:
@@ -229,6 +240,64 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     return 200, body, {}
 
 
+HOUR_BYTES = 64 + 120 * 8  # a kept hour: array('q') of 60 counts then 60 watch_ms
+
+
+def _hour_array(hour_ms: int, minutes: list[tuple[int, int, int]]):
+    """One hour's minutes as 60 counts then 60 watch_ms (a minute row always counts >= 1)."""
+    from array import array
+
+    a = array("q", bytes(8 * 120))
+    for m, c, w in minutes:
+        i = (m - hour_ms) // 60_000
+        a[i], a[60 + i] = c, w
+    return a
+
+
+def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: int,
+                  progress: dict[str, Any] | None) -> list[tuple[int, int, int]]:
+    """(minute start, count, watch_ms) of one (video, event type) in ``[lo, hi)``: the leading
+    whole hours that ended before the speed layer's watermark from the worker's cache, the rest
+    with ONE contiguous scan of the speed table; the closed whole hours that scan read are kept."""
+    hour = GRAN_MS["hour"]
+    cache = res.counts_cache
+    watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
+    out: list[tuple[int, int, int]] = []
+    scan_lo = lo
+    caching = cache.enabled and watermark is not None
+    if caching:
+        # Whole hours: a range starting mid-hour scans that hour whole, so that it can be kept.
+        scan_lo = h = lo // hour * hour
+        while h < hi and h + hour <= watermark:
+            kept = cache.get((video_id, event_type, h))
+            if kept is None:
+                break
+            if kept:
+                out.extend((h + i * 60_000, kept[i], kept[60 + i]) for i in range(60)
+                           if kept[i] and lo <= h + i * 60_000 < hi)
+            scan_lo = h = h + hour
+    if scan_lo >= hi:
+        return out
+    read = [(m.minute_ms, m.count, m.watch_ms)
+            for m in res.speed.read_minutes(video_id, event_type, scan_lo, hi)]
+    out.extend(t for t in read if t[0] >= lo)
+    if caching:
+        first = scan_lo  # an hour start: every hour the scan read whole and that is closed
+        last = min(hi // hour * hour, watermark // hour * hour)
+        if first < last:
+            by_hour: dict[int, list[tuple[int, int, int]]] = {h: [] for h in range(first, last, hour)}
+            for t in read:
+                got = by_hour.get(t[0] // hour * hour)
+                if got is not None:
+                    got.append(t)
+            for h, minutes in by_hour.items():
+                if minutes:
+                    cache.put((video_id, event_type, h), _hour_array(h, minutes), True, HOUR_BYTES)
+                else:
+                    cache.put((video_id, event_type, h), (), True, 0)
+    return out
+
+
 def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
     """(status, body, headers) of ``GET /v1/top``."""
     now_ms = _now_ms() if now_ms is None else now_ms
@@ -248,7 +317,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
             parts.append(view.per_video_table(q.event_type, a, b))
 
     def add_minutes():
-        # Whole hours from the per-worker cache of hour totals (topcache.py), the ends of the
+        # Whole hours from the per-worker cache of hour totals (speedcache.py), the ends of the
         # range minute by minute from the top-K table.
         hour = GRAN_MS["hour"]
         lo, hi = p.speed.lo, p.speed.hi

@@ -27,6 +27,7 @@ class FakeSpeed:
         self.rows = [MinuteCount(*r) for r in rows]
         self.fail = fail
         self.calls = 0
+        self.scans = []
 
     def _check(self):
         self.calls += 1
@@ -35,6 +36,7 @@ class FakeSpeed:
 
     def read_minutes(self, video_id, event_type, lo, hi):
         self._check()
+        self.scans.append((lo, hi))
         return [r for r in self.rows if (r.video_id, r.event_type) == (video_id, event_type)
                 and lo <= r.minute_ms < hi]
 
@@ -102,6 +104,45 @@ def test_counts_merge_and_one_snapshot_per_request(setup, monkeypatch):
     assert [x["source"] for x in b["buckets"]] == ["batch"] * 24 + ["speed"] * 2
     assert (b["total"], b["watch_ms"]) == (10, 100)
     assert b["freshness"]["speed_watermark"] == "2025-11-26T09:50:00.000Z"
+
+
+@pytest.mark.parametrize("cache_mb", [64, 0])
+def test_counts_keep_closed_speed_hours_and_read_the_open_ones(setup, cache_mb):
+    cfg, app, res = setup
+    res.cfg = cfg.replace(serve={"counts_cache_mb": cache_mb})
+    speed = res._speed
+    start = D0_MS + 2 * DAY  # after the horizon; the speed watermark is 09:50 that day
+    speed.rows += [MinuteCount("v1", "view", start + HOUR, 1, 10),
+                   MinuteCount("v1", "view", start + 9 * HOUR + 55 * MIN, 7, 70),
+                   MinuteCount("v1", "view", start + 11 * HOUR, 2, 0)]
+    c = app.test_client()
+    q = {"from": iso(start + 30 * MIN), "to": iso(start + 12 * HOUR), "granularity": "minute"}
+
+    def answer():
+        r = c.get("/v1/videos/v1/counts", query_string=q)
+        assert r.status_code == 200, r.json
+        return {x["start"]: (x["count"], x["watch_ms"]) for x in r.json["buckets"] if x["count"]}
+
+    first = answer()
+    assert first == {iso(start + HOUR): (1, 10), iso(start + 9 * HOUR + 55 * MIN): (7, 70),
+                     iso(start + 11 * HOUR): (2, 0)}
+    # One contiguous scan; with the cache from the hour's start, so that 00:00 can be kept too.
+    assert speed.scans == [(start + (0 if cache_mb else 30 * MIN), start + 12 * HOUR)]
+    # Changed rows: the closed hour 01:00 cannot change in the real store (a later event is
+    # dropped as late); the open hour 11:00 can.
+    speed.rows = [r for r in speed.rows if r.minute_ms not in (start + HOUR, start + 11 * HOUR)]
+    speed.rows += [MinuteCount("v1", "view", start + HOUR, 50, 0),
+                   MinuteCount("v1", "view", start + 11 * HOUR, 3, 0)]
+    second = answer()
+    if cache_mb:
+        # 00:00 to 08:00 come from the cache, the scan starts at the hour still open at the
+        # watermark.
+        assert speed.scans[1] == (start + 9 * HOUR, start + 12 * HOUR)
+        assert second == {**first, iso(start + 11 * HOUR): (3, 0)}
+    else:
+        assert speed.scans[1] == speed.scans[0]
+        assert second == {**first, iso(start + HOUR): (50, 0), iso(start + 11 * HOUR): (3, 0)}
+    assert len(speed.scans) == 2
 
 
 def test_a_new_publication_is_picked_up_and_cached_by_version(setup):

@@ -1,10 +1,10 @@
-"""The per-worker cache of the speed part of top-K (serving_layer/topcache.py)."""
+"""The per-worker cache of speed views by hour (serving_layer/speedcache.py)."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from serving_layer.topcache import ENTRY_BYTES, SpeedTopCache
+from serving_layer.speedcache import ENTRY_BYTES, SpeedHourCache
 
 
 def table(totals: dict[str, tuple[int, int]]) -> pa.Table:
@@ -38,7 +38,7 @@ class Loader:
 
 def test_a_closed_hour_is_read_once_an_open_one_again_after_the_ttl():
     clock = Clock()
-    cache = SpeedTopCache(1 << 20, ttl_s=2.0, clock=clock)
+    cache = SpeedHourCache(1 << 20, ttl_s=2.0, clock=clock)
     closed, open_ = Loader({"v1": (3, 30)}), Loader({"v2": (1, 0)})
     for _ in range(3):
         assert rows(cache.hour(("t", "view", 0), True, closed)) == {"v1": (3, 30)}
@@ -56,7 +56,7 @@ def test_a_closed_hour_is_read_once_an_open_one_again_after_the_ttl():
 
 def test_an_hour_read_while_open_is_kept_once_it_is_read_closed():
     clock = Clock()
-    cache = SpeedTopCache(1 << 20, ttl_s=2.0, clock=clock)
+    cache = SpeedHourCache(1 << 20, ttl_s=2.0, clock=clock)
     load = Loader({"v1": (1, 0)})
     cache.hour(("t", "view", 0), False, load)
     clock.t += 5
@@ -71,7 +71,7 @@ def test_bounded_by_size_least_recently_used_out_and_zero_is_off():
     loads = {h: Loader({f"v{i}": (i, 0) for i in range(10)}) for h in range(3)}
     per_hour = loads[0]().nbytes + ENTRY_BYTES
     loads[0].calls = 0
-    cache = SpeedTopCache(2 * per_hour, ttl_s=60)
+    cache = SpeedHourCache(2 * per_hour, ttl_s=60)
     cache.hour(("t", "view", 0), True, loads[0])
     cache.hour(("t", "view", 1), True, loads[1])
     cache.hour(("t", "view", 0), True, loads[0])  # 0 is now the most recently used
@@ -81,7 +81,7 @@ def test_bounded_by_size_least_recently_used_out_and_zero_is_off():
     cache.hour(("t", "view", 1), True, loads[1])
     assert [loads[h].calls for h in range(3)] == [1, 2, 1]
 
-    off = SpeedTopCache(0, ttl_s=60)
+    off = SpeedHourCache(0, ttl_s=60)
     load = Loader({"v": (1, 0)})
     off.hour(("t", "view", 0), True, load)
     off.hour(("t", "view", 0), True, load)
