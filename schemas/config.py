@@ -255,6 +255,8 @@ class ServeConfig:
     # Each worker keeps the speed minutes of closed hours per (video, event type, hour) that
     # counts queries read, up to this size (0: off); an open hour is read on every request.
     counts_cache_mb: int = 64
+    # How long a worker reuses the speed layer's progress record (0: read it on every request).
+    progress_ttl_s: float = 1.0
     # Backend timeouts on the request path.
     hbase_timeout_ms: int = 3000
     hbase_retry_s: float = 0.5
@@ -281,7 +283,8 @@ class ServeConfig:
         if self.max_body_bytes > 1024 * 1024:
             raise ConfigError("serve.max_body_bytes: must be at most 1 MiB (the contract's limit)")
         for name in ("catalog_ttl_s", "horizon_start_ttl_s", "hbase_retry_s", "rate_limit_per_s",
-                     "top_cache_mb", "top_ttl_s", "counts_cache_mb"):
+                     "top_cache_mb", "top_ttl_s", "counts_cache_mb",
+                     "progress_ttl_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"serve.{name}: must be >= 0")
         for key in self.api_keys:

@@ -48,6 +48,11 @@ def decode(key: bytes) -> tuple[str, str, int]:
     return video.decode("ascii"), event_type.decode("ascii"), _MINUTE.unpack(minute)[0] * MS_PER_MINUTE
 
 
+def minute_of(key: bytes) -> int:
+    """The minute start (epoch ms) of a row key, without decoding the rest."""
+    return _MINUTE.unpack(key[-4:])[0] * MS_PER_MINUTE
+
+
 def scan_range(video_id: str, event_type: str, from_ms: int, to_ms: int,
                buckets: int) -> tuple[bytes, bytes]:
     """(row_start, row_stop) covering the minutes in ``[from_ms, to_ms)``; stop is exclusive."""

@@ -92,10 +92,13 @@ class IndexedView:
         sl = self.index.get((video_id, event_type))
         if sl is None:
             return []
-        b = self.bucket_ms[sl[0]:sl[1]]
-        c = self.count[sl[0]:sl[1]]
-        w = self.watch_ms[sl[0]:sl[1]]
-        return [(int(b[i]), int(c[i]), int(w[i])) for i in range(len(b)) if lo <= b[i] < hi]
+        import numpy as np
+
+        s0, s1 = sl
+        # A (video, type)'s rows are sorted by bucket: the range is one slice of them.
+        i, j = (s0 + int(x) for x in np.searchsorted(self.bucket_ms[s0:s1], (lo, hi)))
+        return list(zip(self.bucket_ms[i:j].tolist(), self.count[i:j].tolist(),
+                        self.watch_ms[i:j].tolist()))
 
     def per_video_table(self, event_type: str, lo: int, hi: int):
         """Per-video ``count`` and ``watch_ms`` sums of one type over buckets in ``[lo, hi)``, as

@@ -9,10 +9,11 @@ process that finds it was made by another pid (a forked worker never shares its 
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from schemas.config import TallyConfig
 from schemas.event import format_ms, parse_rfc3339_ms
@@ -36,6 +37,7 @@ class Resources:
         self._producer = None
         self._top_cache: SpeedHourCache | None = None
         self._counts_cache: SpeedHourCache | None = None
+        self._progress: tuple[float, dict[str, Any] | None] | None = None
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # forked: drop what the parent made, never use its sockets
@@ -44,7 +46,7 @@ class Resources:
             store._POOLS.clear()
             self._pid = os.getpid()
             self._batch = self._speed = self._producer = None
-            self._top_cache = self._counts_cache = None
+            self._top_cache = self._counts_cache = self._progress = None
 
     @property
     def batch(self) -> BatchReader:
@@ -80,6 +82,17 @@ class Resources:
         if self._counts_cache is None:
             self._counts_cache = SpeedHourCache(self.cfg.serve.counts_cache_mb << 20)
         return self._counts_cache
+
+    def progress(self) -> dict[str, Any] | None:
+        """The speed layer's progress record, read again once older than
+        ``serve.progress_ttl_s`` (the layer writes it once per micro-batch, seconds apart)."""
+        self._check_pid()
+        kept, now = self._progress, time.monotonic()
+        if kept is not None and now - kept[0] < self.cfg.serve.progress_ttl_s:
+            return kept[1]
+        record = self.speed.read_progress()
+        self._progress = (now, record)
+        return record
 
     def producer(self):
         self._check_pid()
@@ -130,7 +143,7 @@ def freshness(progress: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
 
 def _speed_progress(res: Resources) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        return res.speed.read_progress(), None
+        return res.progress(), None
     except Exception as exc:  # noqa: BLE001
         return None, _speed_failure(exc)
 
@@ -157,7 +170,7 @@ def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple
         return progress, None, None
     try:
         progress = read()
-        return (progress if progress is not None else res.speed.read_progress()), None, None
+        return (progress if progress is not None else res.progress()), None, None
     except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
         error = _speed_failure(exc)
     if not p.batch:
@@ -182,7 +195,7 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
             values[b] = (c, w)
 
     def add_minutes():
-        progress = res.speed.read_progress()  # before the minutes: it says which hours are closed
+        progress = res.progress()  # before the minutes: it says which hours are closed
         size, lo, hi = q.size, p.speed.lo, p.speed.hi
         for m, mc, mw in speed_minutes(res, q.video_id, q.event_type, lo, hi, progress):
             b = m // size * size
@@ -195,27 +208,29 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     if unavailable:
         return unavailable
 
-    buckets = []
-    total = watch = 0
     first_speed, floor = p.speed.lo, p.retention_floor_ms  # plan.source / beyond_retention, inline
-    for b, start in zip(range(q.from_ms, q.to_ms, q.size), bucket_starts(q.from_ms, q.to_ms, q.size)):
-        if b < first_speed:
-            c, w = values.get(b, (0, 0))
-            total += c
-            watch += w
-            buckets.append({"start": start, "count": c, "watch_ms": w, "source": "batch"})
-            continue
-        if speed_error:
-            item: dict[str, Any] = {"start": start, "count": None, "watch_ms": None,
-                                    "source": "speed", "unavailable": True}
-        else:
-            c, w = values.get(b, (0, 0))
-            total += c
-            watch += w
-            item = {"start": start, "count": c, "watch_ms": w, "source": "speed"}
-        if b < floor:
+    starts = bucket_starts(q.from_ms, q.to_ms, q.size)
+    split = (first_speed - q.from_ms) // q.size  # buckets before it are batch, from it speed
+    get, zero = values.get, (0, 0)
+    # values holds only buckets of the range (batch part, and speed part when it was read).
+    total = watch = 0
+    for c, w in values.values():
+        total += c
+        watch += w
+    buckets: list[dict[str, Any]] = [
+        {"start": start, "count": cw[0], "watch_ms": cw[1], "source": "batch"}
+        for start, cw in zip(starts[:split], map(get, range(q.from_ms, first_speed, q.size),
+                                                 itertools.repeat(zero)))]
+    if speed_error:
+        buckets += [{"start": start, "count": None, "watch_ms": None, "source": "speed",
+                     "unavailable": True} for start in starts[split:]]
+    else:
+        buckets += [{"start": start, "count": cw[0], "watch_ms": cw[1], "source": "speed"}
+                    for start, cw in zip(starts[split:], map(get, range(first_speed, q.to_ms, q.size),
+                                                             itertools.repeat(zero)))]
+    if first_speed < floor:
+        for item, _b in zip(buckets[split:], range(first_speed, min(floor, q.to_ms), q.size)):
             item["beyond_retention"] = True
-        buckets.append(item)
     beyond = first_speed < min(floor, q.to_ms)
 
     body: dict[str, Any] = {
@@ -305,7 +320,13 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     snap = res.batch.snapshot()
     p = plan(q.from_ms, q.to_ms, GRAN_MS["minute"], snap.horizon_ms, now_ms,
              cfg.hbase.speed_ttl_days)
-    parts: list[Any] = []  # per-video sums (Arrow tables, per_video_schema), added up at the end
+    # Per-video sums (Arrow tables, per_video_schema), added up at the end. The parts that can
+    # never change — batch views of a published version, speed hours behind the watermark — are
+    # summed once per worker (keyed by what they are) and kept in the top-K cache; the open hours
+    # and the minute-by-minute ends are added on every request.
+    stable: list[tuple[tuple, Callable[[], Any]]] = []
+    stable_speed: list[tuple[tuple, Callable[[], Any]]] = []
+    volatile: list[Any] = []
     versions: dict[str, str] = {}
 
     for day, lo, hi, whole in day_pieces(p.batch):
@@ -314,7 +335,8 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
         for gran, a, b in _coarsest(lo, hi, whole):
             version, view = res.batch.view(snap, day, gran)
             versions[day] = version
-            parts.append(view.per_video_table(q.event_type, a, b))
+            stable.append((("batch", day, version, gran, q.event_type, a, b),
+                           lambda view=view, a=a, b=b: view.per_video_table(q.event_type, a, b)))
 
     def add_minutes():
         # Whole hours from the per-worker cache of hour totals (speedcache.py), the ends of the
@@ -323,31 +345,42 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
         lo, hi = p.speed.lo, p.speed.hi
         a, b = -(-lo // hour) * hour, hi // hour * hour
         edges = [(lo, hi)] if a >= b else [(x, y) for x, y in ((lo, a), (b, hi)) if y > x]
-        speed: list[Any] = []  # joins the parts only once all of it was read
         progress = None
         if a < b:
-            progress = res.speed.read_progress()
+            progress = res.progress()
             watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
             for h in range(a, b, hour):
-                speed.append(res.top_cache.hour(
-                    (cfg.hbase.top_table, q.event_type, h),
-                    closed=watermark is not None and h + hour <= watermark,
-                    load=lambda h=h: _totals_table(res.speed.hour_totals(q.event_type, h))))
+                key = (cfg.hbase.top_table, q.event_type, h)
+                closed = watermark is not None and h + hour <= watermark
+                table = res.top_cache.hour(key, closed, lambda h=h: _totals_table(
+                    res.speed.hour_totals(q.event_type, h)))
+                if closed:
+                    stable_speed.append((("speed",) + key, lambda table=table: table))
+                else:
+                    volatile.append(table)
         for x, y in edges:
             sums: dict[str, tuple[int, int]] = {}
             for m in res.speed.scan_type_minutes(q.event_type, x, y):
                 if x <= m.minute_ms < y:
                     c, w = sums.get(m.video_id, (0, 0))
                     sums[m.video_id] = (c + m.count, w + m.watch_ms)
-            speed.append(_totals_table(sums))
-        parts.extend(speed)
+            volatile.append(_totals_table(sums))
         return progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:
         return unavailable
+    if speed_error:  # what the speed part read before it failed is not used
+        stable_speed.clear()
+        volatile.clear()
+    stable += stable_speed
 
-    ranked = top_k(parts, q.k)
+    sums_key = ("sums",) + tuple(k for k, _ in stable)
+    summed = res.top_cache.get(sums_key)
+    if summed is None:
+        summed = sum_per_video([load() for _, load in stable])
+        res.top_cache.put(sums_key, summed, True, summed.nbytes)
+    ranked = top_k([summed, *volatile], q.k)
     body: dict[str, Any] = {
         "event_type": q.event_type, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
         "k": q.k,
@@ -381,21 +414,29 @@ def _totals_table(sums: dict[str, tuple[int, int]]):
                      "watch_ms": [w for _, w in values]}, schema=per_video_schema())
 
 
-def top_k(parts: list[Any], k: int) -> list[tuple[str, int, int]]:
-    """The ``k`` videos with the highest summed count over the per-video tables ``parts`` (ties
-    by video id), as (video, count, watch_ms); videos that sum to 0 are left out."""
+def sum_per_video(parts: list[Any]):
+    """The per-video tables ``parts`` added up into one (per_video_schema)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     parts = [t for t in parts if t.num_rows]
     if not parts:
-        return []
+        return per_video_schema().empty_table()
     agg = pa.concat_tables(parts).group_by("video_id").aggregate([("count", "sum"), ("watch_ms", "sum")])
-    agg = agg.filter(pc.greater(agg["count_sum"], 0))
-    order = pc.sort_indices(agg, sort_keys=[("count_sum", "descending"), ("video_id", "ascending")])
+    return pa.table({"video_id": agg["video_id"], "count": agg["count_sum"],
+                     "watch_ms": agg["watch_ms_sum"]}, schema=per_video_schema())
+
+
+def top_k(parts: list[Any], k: int) -> list[tuple[str, int, int]]:
+    """The ``k`` videos with the highest summed count over the per-video tables ``parts`` (ties
+    by video id), as (video, count, watch_ms); videos that sum to 0 are left out."""
+    import pyarrow.compute as pc
+
+    agg = sum_per_video(parts)
+    agg = agg.filter(pc.greater(agg["count"], 0))
+    order = pc.sort_indices(agg, sort_keys=[("count", "descending"), ("video_id", "ascending")])
     best = agg.take(order[:k])
-    return list(zip(best["video_id"].to_pylist(), best["count_sum"].to_pylist(),
-                    best["watch_ms_sum"].to_pylist()))
+    return list(zip(best["video_id"].to_pylist(), best["count"].to_pylist(),
+                    best["watch_ms"].to_pylist()))
 
 
 def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:

@@ -144,8 +144,9 @@ class HBaseSpeedStore:
         def scan(conn) -> list[MinuteCount]:
             out = []
             for key, cells in conn.table(self.cfg.hbase.speed_table).scan(row_start=lo, row_stop=hi):
-                v, t, m = rowkey.decode(key)
-                out.append(MinuteCount(v, t, m, _LONG.unpack(cells[b"m:c"])[0],
+                # Every row of the scan is this (video, type)'s: only the minute is read back.
+                out.append(MinuteCount(video_id, event_type, rowkey.minute_of(key),
+                                       _LONG.unpack(cells[b"m:c"])[0],
                                        _LONG.unpack(cells[b"m:w"])[0]))
             return out
 

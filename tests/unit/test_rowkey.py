@@ -17,6 +17,7 @@ MINUTES = st.integers(min_value=946_684_800_000 // 60_000, max_value=2**32 - 1)
 def test_round_trip(video, etype, minute, buckets):
     key = rowkey.encode(video, etype, minute * 60_000 + 59_999, buckets)
     assert rowkey.decode(key) == (video, etype, minute * 60_000)
+    assert rowkey.minute_of(key) == minute * 60_000
     assert key[0] == rowkey.salt_of(video, buckets) < buckets
 
 
