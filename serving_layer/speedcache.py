@@ -6,7 +6,9 @@ An hour that ended before the speed layer's watermark (from its progress record,
 hour's rows) cannot change any more — a later event for it is dropped as late, a replayed
 micro-batch writes the same values — so it is kept until evicted. Top-K also keeps an hour still
 open, read again once older than ``serve.top_ttl_s`` (how stale its speed part may be); counts
-never keep an open hour, they read it on every request. Entries are bounded by an estimate of
+never keep an open hour, they read it on every request. The top-K cache also keeps a query's sum
+of the parts that cannot change (published batch views, closed hours), keyed by those parts.
+Entries are bounded by an estimate of
 their size (``serve.top_cache_mb``, ``serve.counts_cache_mb``; least recently used first out);
 0 turns a cache off.
 """
