@@ -261,7 +261,9 @@ class StreamingApp:
                 .option("kafka.max.request.size", str(k.max_message_bytes))
                 .option("kafka.acks", "all")
                 .option("checkpointLocation", str(self.checkpoints / "dlq"))
-                .trigger(processingTime=self.trigger).start())
+                # Dead letters need no freshness, and every micro-batch re-plans the validation:
+                # on the archive's (slower) trigger, not the speed layer's.
+                .trigger(processingTime=self.archive_trigger).start())
 
     def start(self) -> None:
         for lock in self.locks:
@@ -276,7 +278,8 @@ class StreamingApp:
         self.queries["dlq"] = self._start_dlq()
         self.queries["speed"] = self._start_speed()
         log.progress(f"stream: queries speed (trigger {self.trigger}), archive (trigger "
-                     f"{self.archive_trigger}) and dlq running; checkpoints in {self.checkpoints}")
+                     f"{self.archive_trigger}) and dlq (same trigger) running; checkpoints in "
+                     f"{self.checkpoints}")
 
     # -- running ----------------------------------------------------------------------------------
     def request_stop(self, *_args: Any) -> None:
