@@ -229,16 +229,18 @@ def drive(port: int, paths: list[str], rate: float, seconds: float) -> dict:
 
 
 def warm(port: int, paths: list[str], workers: int) -> None:
-    """Every worker loads the views it needs (each has its own cache): concurrent requests, so
-    they spread over the workers."""
+    """Every worker loads what it keeps (each has its own caches): every distinct path asked
+    3 x workers times by concurrent clients, so that each worker very likely saw each of them
+    (the figures are for a server in its steady state, not one filling its caches)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def get(i: int) -> None:
-        p = paths[i % len(paths)]
+    distinct = sorted(set(paths)) * (3 * workers)
+
+    def get(p: str) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=300).read()
 
     with ThreadPoolExecutor(max_workers=2 * workers) as pool:
-        list(pool.map(get, range(20 * workers)))
+        list(pool.map(get, distinct))
 
 
 def worker_memory(port: int) -> list[tuple[str, int, int]]:

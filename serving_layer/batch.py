@@ -87,18 +87,22 @@ class IndexedView:
         self.nbytes = (table.nbytes + self.bucket_ms.nbytes + self.count.nbytes
                        + self.watch_ms.nbytes + 200 * len(self.index))
 
-    def rows(self, video_id: str, event_type: str, lo: int, hi: int) -> list[tuple[int, int, int]]:
-        """(bucket ms, count, watch_ms) of one video and type with buckets in ``[lo, hi)``."""
-        sl = self.index.get((video_id, event_type))
-        if sl is None:
-            return []
+    def slice(self, video_id: str, event_type: str, lo: int, hi: int):
+        """(bucket ms, count, watch_ms) numpy arrays of one video and type, buckets in ``[lo, hi)``."""
         import numpy as np
 
+        sl = self.index.get((video_id, event_type))
+        if sl is None:
+            return self.bucket_ms[:0], self.count[:0], self.watch_ms[:0]
         s0, s1 = sl
         # A (video, type)'s rows are sorted by bucket: the range is one slice of them.
         i, j = (s0 + int(x) for x in np.searchsorted(self.bucket_ms[s0:s1], (lo, hi)))
-        return list(zip(self.bucket_ms[i:j].tolist(), self.count[i:j].tolist(),
-                        self.watch_ms[i:j].tolist()))
+        return self.bucket_ms[i:j], self.count[i:j], self.watch_ms[i:j]
+
+    def rows(self, video_id: str, event_type: str, lo: int, hi: int) -> list[tuple[int, int, int]]:
+        """(bucket ms, count, watch_ms) of one video and type with buckets in ``[lo, hi)``."""
+        b, c, w = self.slice(video_id, event_type, lo, hi)
+        return list(zip(b.tolist(), c.tolist(), w.tolist()))
 
     def per_video_table(self, event_type: str, lo: int, hi: int):
         """Per-video ``count`` and ``watch_ms`` sums of one type over buckets in ``[lo, hi)``, as

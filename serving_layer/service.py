@@ -9,7 +9,6 @@ process that finds it was made by another pid (a forked worker never shares its 
 from __future__ import annotations
 
 import functools
-import itertools
 import os
 import threading
 import time
@@ -17,10 +16,11 @@ from typing import Any, Callable
 
 from schemas.config import TallyConfig
 from schemas.event import format_ms, parse_rfc3339_ms
-from serving_layer.batch import BatchReader, Snapshot, per_video_schema
+from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
 from serving_layer.speedcache import SpeedHourCache
+from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from tally import log
 from tally.errors import DependencyError
 
@@ -37,6 +37,7 @@ class Resources:
         self._producer = None
         self._top_cache: SpeedHourCache | None = None
         self._counts_cache: SpeedHourCache | None = None
+        self._video_index: VideoIndex | None = None
         self._progress: tuple[float, dict[str, Any] | None] | None = None
 
     def _check_pid(self) -> None:
@@ -46,7 +47,7 @@ class Resources:
             store._POOLS.clear()
             self._pid = os.getpid()
             self._batch = self._speed = self._producer = None
-            self._top_cache = self._counts_cache = self._progress = None
+            self._top_cache = self._counts_cache = self._progress = self._video_index = None
 
     @property
     def batch(self) -> BatchReader:
@@ -75,6 +76,16 @@ class Resources:
             s = self.cfg.serve
             self._top_cache = SpeedHourCache(s.top_cache_mb << 20, s.top_ttl_s)
         return self._top_cache
+
+    @property
+    def video_index(self) -> VideoIndex:
+        """The numbers top-K gives video ids in this worker (topk.py)."""
+        self._check_pid()
+        if self._video_index is None:
+            with self._lock:
+                if self._video_index is None:
+                    self._video_index = VideoIndex()
+        return self._video_index
 
     @property
     def counts_cache(self) -> SpeedHourCache:
@@ -186,57 +197,57 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     snap: Snapshot = res.batch.snapshot()  # ONE state of the publication log for this request
     p = plan(q.from_ms, q.to_ms, q.size, snap.horizon_ms, now_ms, cfg.hbase.speed_ttl_days)
 
-    values: dict[int, tuple[int, int]] = {}
+    import numpy as np
+
+    size = q.size
+    count = np.zeros((q.to_ms - q.from_ms) // size, np.int64)  # one slot per bucket
+    watch = np.zeros_like(count)
     versions: dict[str, str] = {}
     for day, lo, hi, _whole in day_pieces(p.batch):
         version, view = res.batch.view(snap, day, q.granularity)
         versions[day] = version
-        for b, c, w in view.rows(q.video_id, q.event_type, lo, hi):
-            values[b] = (c, w)
+        bms, c, w = view.slice(q.video_id, q.event_type, lo, hi)
+        if len(bms):  # a view has one row per (video, type, bucket)
+            i = (bms - q.from_ms) // size
+            count[i] = c
+            watch[i] = w
+
+    split = (p.speed.lo - q.from_ms) // size  # buckets before it are batch, from it speed
 
     def add_minutes():
         progress = res.progress()  # before the minutes: it says which hours are closed
-        size, lo, hi = q.size, p.speed.lo, p.speed.hi
-        for m, mc, mw in speed_minutes(res, q.video_id, q.event_type, lo, hi, progress):
-            b = m // size * size
-            if lo <= b < hi:
-                c, w = values.get(b, (0, 0))
-                values[b] = (c + mc, w + mw)
+        mc, mw = speed_minutes(res, q.video_id, q.event_type, p.speed.lo, p.speed.hi, progress)
+        per = size // GRAN_MS["minute"]  # the speed part starts and ends on bucket boundaries
+        count[split:] = mc.reshape(-1, per).sum(axis=1)
+        watch[split:] = mw.reshape(-1, per).sum(axis=1)
         return progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:
         return unavailable
 
-    first_speed, floor = p.speed.lo, p.retention_floor_ms  # plan.source / beyond_retention, inline
-    starts = bucket_starts(q.from_ms, q.to_ms, q.size)
-    split = (first_speed - q.from_ms) // q.size  # buckets before it are batch, from it speed
-    get, zero = values.get, (0, 0)
-    # values holds only buckets of the range (batch part, and speed part when it was read).
-    total = watch = 0
-    for c, w in values.values():
-        total += c
-        watch += w
+    floor = p.retention_floor_ms
+    starts = bucket_starts(q.from_ms, q.to_ms, size)
+    total, watch_total = int(count.sum()), int(watch.sum())  # the speed part is 0 when unread
+    cl, wl = count.tolist(), watch.tolist()
     buckets: list[dict[str, Any]] = [
-        {"start": start, "count": cw[0], "watch_ms": cw[1], "source": "batch"}
-        for start, cw in zip(starts[:split], map(get, range(q.from_ms, first_speed, q.size),
-                                                 itertools.repeat(zero)))]
+        {"start": start, "count": c, "watch_ms": w, "source": "batch"}
+        for start, c, w in zip(starts[:split], cl, wl)]
     if speed_error:
         buckets += [{"start": start, "count": None, "watch_ms": None, "source": "speed",
                      "unavailable": True} for start in starts[split:]]
     else:
-        buckets += [{"start": start, "count": cw[0], "watch_ms": cw[1], "source": "speed"}
-                    for start, cw in zip(starts[split:], map(get, range(first_speed, q.to_ms, q.size),
-                                                             itertools.repeat(zero)))]
-    if first_speed < floor:
-        for item, _b in zip(buckets[split:], range(first_speed, min(floor, q.to_ms), q.size)):
+        buckets += [{"start": start, "count": c, "watch_ms": w, "source": "speed"}
+                    for start, c, w in zip(starts[split:], cl[split:], wl[split:])]
+    if p.speed.lo < floor:
+        for item, _b in zip(buckets[split:], range(p.speed.lo, min(floor, q.to_ms), size)):
             item["beyond_retention"] = True
-    beyond = first_speed < min(floor, q.to_ms)
+    beyond = p.speed.lo < min(floor, q.to_ms)
 
     body: dict[str, Any] = {
         "video_id": q.video_id, "event_type": q.event_type, "granularity": q.granularity,
         "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
-        "total": total, "watch_ms": watch, "buckets": buckets,
+        "total": total, "watch_ms": watch_total, "buckets": buckets,
         "batch_horizon": format_ms(snap.horizon_ms) if snap.horizon_ms is not None else None,
         "batch_versions": versions,
         "freshness": freshness(progress, now_ms),
@@ -255,62 +266,51 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     return 200, body, {}
 
 
-HOUR_BYTES = 64 + 120 * 8  # a kept hour: array('q') of 60 counts then 60 watch_ms
-
-
-def _hour_array(hour_ms: int, minutes: list[tuple[int, int, int]]):
-    """One hour's minutes as 60 counts then 60 watch_ms (a minute row always counts >= 1)."""
-    from array import array
-
-    a = array("q", bytes(8 * 120))
-    for m, c, w in minutes:
-        i = (m - hour_ms) // 60_000
-        a[i], a[60 + i] = c, w
-    return a
+HOUR_BYTES = 112 + 120 * 8  # a kept hour: a numpy row of 60 counts then 60 watch_ms
 
 
 def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: int,
-                  progress: dict[str, Any] | None) -> list[tuple[int, int, int]]:
-    """(minute start, count, watch_ms) of one (video, event type) in ``[lo, hi)``: the leading
-    whole hours that ended before the speed layer's watermark from the worker's cache, the rest
-    with ONE contiguous scan of the speed table; the closed whole hours that scan read are kept."""
-    hour = GRAN_MS["hour"]
+                  progress: dict[str, Any] | None):
+    """Per-minute (counts, watch_ms) numpy arrays of one (video, event type) over ``[lo, hi)``:
+    the leading whole hours that ended before the speed layer's watermark from the worker's
+    cache, the rest with ONE contiguous scan of the speed table; the closed whole hours that scan
+    read are kept."""
+    import numpy as np
+
+    hour, minute = GRAN_MS["hour"], GRAN_MS["minute"]
+    first = lo // hour * hour
+    grid = np.zeros((-(-hi // hour) - first // hour, 120), np.int64)  # per hour: 60 c, 60 w
     cache = res.counts_cache
     watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
-    out: list[tuple[int, int, int]] = []
-    scan_lo = lo
     caching = cache.enabled and watermark is not None
+    scan_lo = lo
     if caching:
         # Whole hours: a range starting mid-hour scans that hour whole, so that it can be kept.
-        scan_lo = h = lo // hour * hour
+        scan_lo = h = first
         while h < hi and h + hour <= watermark:
             kept = cache.get((video_id, event_type, h))
             if kept is None:
                 break
-            if kept:
-                out.extend((h + i * 60_000, kept[i], kept[60 + i]) for i in range(60)
-                           if kept[i] and lo <= h + i * 60_000 < hi)
+            if len(kept):  # () is an hour without a minute row
+                grid[(h - first) // hour] = kept
             scan_lo = h = h + hour
-    if scan_lo >= hi:
-        return out
-    read = [(m.minute_ms, m.count, m.watch_ms)
-            for m in res.speed.read_minutes(video_id, event_type, scan_lo, hi)]
-    out.extend(t for t in read if t[0] >= lo)
-    if caching:
-        first = scan_lo  # an hour start: every hour the scan read whole and that is closed
-        last = min(hi // hour * hour, watermark // hour * hour)
-        if first < last:
-            by_hour: dict[int, list[tuple[int, int, int]]] = {h: [] for h in range(first, last, hour)}
-            for t in read:
-                got = by_hour.get(t[0] // hour * hour)
-                if got is not None:
-                    got.append(t)
-            for h, minutes in by_hour.items():
-                if minutes:
-                    cache.put((video_id, event_type, h), _hour_array(h, minutes), True, HOUR_BYTES)
+    if scan_lo < hi:
+        read = res.speed.read_minutes(video_id, event_type, scan_lo, hi)
+        if read:
+            m = (np.fromiter((r.minute_ms for r in read), np.int64, len(read)) - first) // minute
+            hi_, mi = np.divmod(m, 60)
+            grid[hi_, mi] = np.fromiter((r.count for r in read), np.int64, len(read))
+            grid[hi_, 60 + mi] = np.fromiter((r.watch_ms for r in read), np.int64, len(read))
+        if caching:  # every hour the scan read whole and that is closed
+            last = min(hi // hour * hour, watermark // hour * hour)
+            for h in range(scan_lo, last, hour):
+                row = grid[(h - first) // hour]
+                if row.any():
+                    cache.put((video_id, event_type, h), row.copy(), True, HOUR_BYTES)
                 else:
                     cache.put((video_id, event_type, h), (), True, 0)
-    return out
+    off, n = (lo - first) // minute, (hi - lo) // minute
+    return grid[:, :60].reshape(-1)[off:off + n], grid[:, 60:].reshape(-1)[off:off + n]
 
 
 def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
@@ -320,13 +320,14 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     snap = res.batch.snapshot()
     p = plan(q.from_ms, q.to_ms, GRAN_MS["minute"], snap.horizon_ms, now_ms,
              cfg.hbase.speed_ttl_days)
-    # Per-video sums (Arrow tables, per_video_schema), added up at the end. The parts that can
-    # never change — batch views of a published version, speed hours behind the watermark — are
-    # summed once per worker (keyed by what they are) and kept in the top-K cache; the open hours
-    # and the minute-by-minute ends are added on every request.
-    stable: list[tuple[tuple, Callable[[], Any]]] = []
-    stable_speed: list[tuple[tuple, Callable[[], Any]]] = []
-    volatile: list[Any] = []
+    # Per-video sums (topk.Sparse over the worker's video numbers), added up at the end. The
+    # parts that can never change — batch views of a published version, speed hours behind the
+    # watermark — are summed once per worker (keyed by what they are) and kept in the top-K
+    # cache; the open hours and the minute-by-minute ends are added on every request.
+    index = res.video_index
+    stable: list[tuple[tuple, Callable[[], Sparse]]] = []
+    stable_speed: list[tuple[tuple, Callable[[], Sparse]]] = []
+    volatile: list[Sparse] = []
     versions: dict[str, str] = {}
 
     for day, lo, hi, whole in day_pieces(p.batch):
@@ -336,7 +337,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
             version, view = res.batch.view(snap, day, gran)
             versions[day] = version
             stable.append((("batch", day, version, gran, q.event_type, a, b),
-                           lambda view=view, a=a, b=b: view.per_video_table(q.event_type, a, b)))
+                           functools.partial(_view_sums, index, view, q.event_type, a, b)))
 
     def add_minutes():
         # Whole hours from the per-worker cache of hour totals (speedcache.py), the ends of the
@@ -352,19 +353,19 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
             for h in range(a, b, hour):
                 key = (cfg.hbase.top_table, q.event_type, h)
                 closed = watermark is not None and h + hour <= watermark
-                table = res.top_cache.hour(key, closed, lambda h=h: _totals_table(
-                    res.speed.hour_totals(q.event_type, h)))
+                part = res.top_cache.hour(key, closed, functools.partial(
+                    _hour_sums, res, index, q.event_type, h))
                 if closed:
-                    stable_speed.append((("speed",) + key, lambda table=table: table))
+                    stable_speed.append((("speed",) + key, lambda part=part: part))
                 else:
-                    volatile.append(table)
+                    volatile.append(part)
         for x, y in edges:
             sums: dict[str, tuple[int, int]] = {}
             for m in res.speed.scan_type_minutes(q.event_type, x, y):
                 if x <= m.minute_ms < y:
                     c, w = sums.get(m.video_id, (0, 0))
                     sums[m.video_id] = (c + m.count, w + m.watch_ms)
-            volatile.append(_totals_table(sums))
+            volatile.append(Sparse.of_dict(index, sums))
         return progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
@@ -378,9 +379,10 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     sums_key = ("sums",) + tuple(k for k, _ in stable)
     summed = res.top_cache.get(sums_key)
     if summed is None:
-        summed = sum_per_video([load() for _, load in stable])
+        parts = [load() for _, load in stable]
+        summed = add_up(index, None, parts)
         res.top_cache.put(sums_key, summed, True, summed.nbytes)
-    ranked = top_k([summed, *volatile], q.k)
+    ranked = top_k(index, add_up(index, summed, volatile), q.k)
     body: dict[str, Any] = {
         "event_type": q.event_type, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
         "k": q.k,
@@ -405,38 +407,12 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     return 200, body, {}
 
 
-def _totals_table(sums: dict[str, tuple[int, int]]):
-    """Per-video (count, watch_ms) as an Arrow table with ``per_video_schema``."""
-    import pyarrow as pa
-
-    values = list(sums.values())
-    return pa.table({"video_id": list(sums), "count": [c for c, _ in values],
-                     "watch_ms": [w for _, w in values]}, schema=per_video_schema())
+def _view_sums(index: VideoIndex, view, event_type: str, lo: int, hi: int) -> Sparse:
+    return Sparse.of_table(index, view.per_video_table(event_type, lo, hi))
 
 
-def sum_per_video(parts: list[Any]):
-    """The per-video tables ``parts`` added up into one (per_video_schema)."""
-    import pyarrow as pa
-
-    parts = [t for t in parts if t.num_rows]
-    if not parts:
-        return per_video_schema().empty_table()
-    agg = pa.concat_tables(parts).group_by("video_id").aggregate([("count", "sum"), ("watch_ms", "sum")])
-    return pa.table({"video_id": agg["video_id"], "count": agg["count_sum"],
-                     "watch_ms": agg["watch_ms_sum"]}, schema=per_video_schema())
-
-
-def top_k(parts: list[Any], k: int) -> list[tuple[str, int, int]]:
-    """The ``k`` videos with the highest summed count over the per-video tables ``parts`` (ties
-    by video id), as (video, count, watch_ms); videos that sum to 0 are left out."""
-    import pyarrow.compute as pc
-
-    agg = sum_per_video(parts)
-    agg = agg.filter(pc.greater(agg["count"], 0))
-    order = pc.sort_indices(agg, sort_keys=[("count", "descending"), ("video_id", "ascending")])
-    best = agg.take(order[:k])
-    return list(zip(best["video_id"].to_pylist(), best["count"].to_pylist(),
-                    best["watch_ms"].to_pylist()))
+def _hour_sums(res: Resources, index: VideoIndex, event_type: str, hour_ms: int) -> Sparse:
+    return Sparse.of_dict(index, res.speed.hour_totals(event_type, hour_ms))
 
 
 def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:

@@ -1,15 +1,16 @@
 """Each worker's cache of speed views by UTC hour, for the two queries that read many of them:
-top-K (per event type and hour, every video's total over the hour, an Arrow table summed from the
-speed layer's top-K table) and merged counts (per video, event type and hour, the hour's minutes).
+top-K (per event type and hour, every video's total over the hour, summed from the speed layer's
+top-K table as a ``topk.Sparse``) and merged counts (per video, event type and hour, the hour's
+minutes as one numpy row of 60 counts then 60 watch_ms).
 
 An hour that ended before the speed layer's watermark (from its progress record, read BEFORE the
 hour's rows) cannot change any more — a later event for it is dropped as late, a replayed
 micro-batch writes the same values — so it is kept until evicted. Top-K also keeps an hour still
-open, read again once older than ``serve.top_ttl_s`` (how stale its speed part may be); counts
+open, read again in the background once older than ``serve.top_ttl_s`` (the request that finds it
+older is answered with it; only one ``STALE_TTLS`` times older is read by the request); counts
 never keep an open hour, they read it on every request. The top-K cache also keeps a query's sum
 of the parts that cannot change (published batch views, closed hours), keyed by those parts.
-Entries are bounded by an estimate of
-their size (``serve.top_cache_mb``, ``serve.counts_cache_mb``; least recently used first out);
+Entries are bounded by an estimate of their size (``serve.top_cache_mb``, ``serve.counts_cache_mb``; least recently used first out);
 0 turns a cache off.
 """
 
@@ -20,7 +21,13 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from tally import log
+
 ENTRY_BYTES = 200  # an entry's own cost beside its value (key, tuple, slot)
+# An open hour older than ttl_s is still answered (and read again in the background) until it
+# is this many ttl_s older than that; then the request reads it itself.
+STALE_TTLS = 3
+LOG = log.get("serve.cache")
 
 
 class SpeedHourCache:
@@ -32,6 +39,7 @@ class SpeedHourCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, tuple[Any, bool, float, int]] = OrderedDict()
         self.bytes = 0
+        self._refreshing: set[tuple] = set()
 
     @property
     def enabled(self) -> bool:
@@ -70,10 +78,43 @@ class SpeedHourCache:
                 self.bytes -= dropped[3]
 
     def hour(self, key: tuple, closed: bool, load: Callable[[], Any]) -> Any:
-        """An hour's Arrow table (``key`` names the table, event type and hour): kept when the hour
-        is ``closed``, or open and read less than ``ttl_s`` ago; else ``load()``."""
-        value = self.get(key)
-        if value is None:
-            value = load()
-            self.put(key, value, closed, value.nbytes)
+        """An hour's value (``key`` names the table, event type and hour): kept when the hour was
+        ``closed`` when read; else ``load()`` — except for an hour still open whose value is
+        older than ``ttl_s`` but not by more than ``STALE_TTLS`` times it: that one is answered
+        at once and read again in the background (stale-while-revalidate), so no request waits
+        for a scan over every video's open hour."""
+        now = self.clock()
+        with self._lock:
+            entry = self._entries.get(key) if self.max_bytes > 0 else None
+            if entry is not None:
+                value, was_closed, read_at, _ = entry
+                age = now - read_at
+                if was_closed or age < self.ttl_s:
+                    self._entries.move_to_end(key)
+                    return value
+                # A value read while open is never kept for a closed hour: sums of closed hours
+                # are kept for good, so they must be read after the hour closed.
+                if not closed and age < self.ttl_s * (1 + STALE_TTLS):
+                    if key not in self._refreshing:
+                        self._refreshing.add(key)
+                        threading.Thread(target=self._refresh, args=(key, load), daemon=True,
+                                         name="tally-hour-refresh").start()
+                    return value
+        value = load()
+        self.put(key, value, closed, value.nbytes)
         return value
+
+    def _refresh(self, key: tuple, load: Callable[[], Any]) -> None:
+        try:
+            value = load()
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry[1]:
+                    return  # closed and read meanwhile: that one is final
+            self.put(key, value, False, value.nbytes)
+        except Exception as exc:  # noqa: BLE001 - the next request reads it itself once too old
+            LOG.warning("background read of %s failed: %s: %s", key, type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "")
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)

@@ -140,15 +140,31 @@ class HBaseSpeedStore:
     def read_minutes(self, video_id: str, event_type: str, from_ms: int,
                      to_ms: int) -> list[MinuteCount]:
         lo, hi = rowkey.scan_range(video_id, event_type, from_ms, to_ms, self.buckets)
+        # At most one row per minute lies in the range, so one fetch of that many rows ends the
+        # scan: open, fetch, close (happybase's scan asks once more to learn that it has ended).
+        most = max(1, -(-(to_ms - from_ms) // rowkey.MS_PER_MINUTE))
 
         def scan(conn) -> list[MinuteCount]:
-            out = []
-            for key, cells in conn.table(self.cfg.hbase.speed_table).scan(row_start=lo, row_stop=hi):
-                # Every row of the scan is this (video, type)'s: only the minute is read back.
-                out.append(MinuteCount(video_id, event_type, rowkey.minute_of(key),
-                                       _LONG.unpack(cells[b"m:c"])[0],
-                                       _LONG.unpack(cells[b"m:w"])[0]))
-            return out
+            from Hbase_thrift import TScan
+
+            client = conn.client
+            name = conn.table(self.cfg.hbase.speed_table).name
+            sid = client.scannerOpenWithScan(name, TScan(startRow=lo, stopRow=hi,
+                                                         caching=min(most, 5000)), {})
+            try:
+                out: list[MinuteCount] = []
+                while True:
+                    asked = min(most - len(out), 5000)
+                    items = client.scannerGetList(sid, asked)
+                    # Every row of the scan is this (video, type)'s: only the minute is read back.
+                    out.extend(MinuteCount(video_id, event_type, rowkey.minute_of(r.row),
+                                           _LONG.unpack(r.columns[b"m:c"].value)[0],
+                                           _LONG.unpack(r.columns[b"m:w"].value)[0])
+                               for r in items)
+                    if len(items) < asked or len(out) >= most:  # fewer than asked: the end
+                        return out
+            finally:
+                client.scannerClose(sid)
 
         return self._with_retry("read_minutes", scan)
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
+import time
 
-from serving_layer.speedcache import ENTRY_BYTES, SpeedHourCache
+import pyarrow as pa
+import pytest
+
+from serving_layer.speedcache import ENTRY_BYTES, STALE_TTLS, SpeedHourCache
 
 
 def table(totals: dict[str, tuple[int, int]]) -> pa.Table:
@@ -36,7 +39,14 @@ class Loader:
         return table(self.totals)
 
 
-def test_a_closed_hour_is_read_once_an_open_one_again_after_the_ttl():
+def wait_for(cond, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def test_a_closed_hour_is_read_once_an_open_one_again_in_the_background_after_the_ttl():
     clock = Clock()
     cache = SpeedHourCache(1 << 20, ttl_s=2.0, clock=clock)
     closed, open_ = Loader({"v1": (3, 30)}), Loader({"v2": (1, 0)})
@@ -47,11 +57,45 @@ def test_a_closed_hour_is_read_once_an_open_one_again_after_the_ttl():
     open_.totals = {"v2": (5, 0)}
     clock.t += 1.9
     assert rows(cache.hour(("t", "view", 3_600_000), False, open_)) == {"v2": (1, 0)}  # within the TTL
+    assert open_.calls == 1
     clock.t += 0.2
-    assert rows(cache.hour(("t", "view", 3_600_000), False, open_)) == {"v2": (5, 0)}
+    # Past the TTL: answered with what is kept at once, read again in the background.
+    assert rows(cache.hour(("t", "view", 3_600_000), False, open_)) == {"v2": (1, 0)}
+    wait_for(lambda: rows(cache.hour(("t", "view", 3_600_000), False, open_)) == {"v2": (5, 0)})
+    assert open_.calls == 2
     clock.t += 3600
     assert rows(cache.hour(("t", "view", 0), True, closed)) == {"v1": (3, 30)}
-    assert (closed.calls, open_.calls) == (1, 2)
+    assert closed.calls == 1
+
+
+def test_an_open_hour_far_past_the_ttl_is_read_by_the_request():
+    clock = Clock()
+    cache = SpeedHourCache(1 << 20, ttl_s=2.0, clock=clock)
+    load = Loader({"v1": (1, 0)})
+    cache.hour(("t", "view", 0), False, load)
+    load.totals = {"v1": (7, 0)}
+    clock.t += 2.0 * (1 + STALE_TTLS) + 0.1
+    assert rows(cache.hour(("t", "view", 0), False, load)) == {"v1": (7, 0)}
+    assert load.calls == 2
+
+
+def test_a_failed_background_read_keeps_the_old_value_until_it_is_too_old():
+    clock = Clock()
+    cache = SpeedHourCache(1 << 20, ttl_s=2.0, clock=clock)
+    load = Loader({"v1": (1, 0)})
+    cache.hour(("t", "view", 0), False, load)
+
+    def broken():
+        load.calls += 1
+        raise ConnectionError("hbase: down")
+
+    clock.t += 2.5
+    assert rows(cache.hour(("t", "view", 0), False, broken)) == {"v1": (1, 0)}
+    wait_for(lambda: not cache._refreshing)
+    assert load.calls == 2
+    clock.t += 2.0 * STALE_TTLS
+    with pytest.raises(ConnectionError):
+        cache.hour(("t", "view", 0), False, broken)
 
 
 def test_an_hour_read_while_open_is_kept_once_it_is_read_closed():
