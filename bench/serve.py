@@ -2,7 +2,7 @@
 
     python bench/serve.py [--videos 10000] [--events-per-day 2000000] [--batch-days 3]
                           [--rates 50,100,...,3200] [--kinds counts,top,ref] [--seconds 20]
-                          [--workers 4] [--work DIR]
+                          [--workers 4] [--threads 1] [--work DIR]
 
 Prepares once (kept in --work, keyed by the sizes and the day): generated traffic for
 --batch-days days plus one more, ending today 00:00 UTC; the batch days published as batch views in a file:// lake (the views' files and
@@ -23,7 +23,9 @@ The load is open-loop: request i is due at t0 + i/rate whether or not earlier on
 answered, and its latency counts from when it was due (queueing included). The load generator
 runs in its own process with a thread per in-flight request; a run whose sends fell behind the
 schedule (p99 send lag over 5 ms, or under 95 % of the target rate sent) is marked as
-generator-bound, not counted as the server's. Prints p50, p99, errors per run; per kind the
+generator-bound, not counted as the server's. Prints p50, p99, errors per run, and where the CPU
+went: milliseconds per request spent by the server (gunicorn master and workers), by HBase's JVMs,
+by the load generator and by the whole machine, against the cores x 1000 / rate available; per kind the
 highest rate keeping p99 <= 100 ms without errors; the ratios to the reference; the goals of
 issue 5 (counts p99 <= 50 ms at 200 requests/s; highest rates >= 1/3 of the reference's); what
 each worker holds in memory.
@@ -124,13 +126,13 @@ def prepare(cfg, videos: int, per_day: int, batch_days: int, work: Path) -> dict
 
 
 # -- server --------------------------------------------------------------------------------------
-def start_server(cfg, port: int, workers: int, log_path: Path) -> subprocess.Popen:
+def start_server(cfg, port: int, workers: int, log_path: Path, threads: int = 1) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_") or
            k.startswith(("TALLY_STACK__", "TALLY_KAFKA__", "TALLY_HBASE__PORT",
                          "TALLY_HBASE__ZOOKEEPER_PORT", "TALLY_LAKE__S3_ENDPOINT"))}
     env.update({"TALLY_STATE_DIR": cfg.state_dir, "TALLY_HBASE__TABLE_PREFIX": PREFIX,
                 "TALLY_BATCH__HORIZON_START": cfg.batch.horizon_start,
-                "TALLY_SERVE__WORKERS": str(workers),
+                "TALLY_SERVE__WORKERS": str(workers), "TALLY_SERVE__THREADS": str(threads),
                 "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     proc = subprocess.Popen([sys.executable, "-m", "tally.cli", "serve", "--port", str(port)],
                             env=env, stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,
@@ -205,17 +207,62 @@ def _drive(port: int, paths: list[str], rate: float, seconds: float, out) -> Non
         due.put(None)
     for t in threads:
         t.join(timeout=60)
-    out.put([r if r is not None else (0.0, 60.0, False) for r in results])
+    t = os.times()
+    out.put(([r if r is not None else (0.0, 60.0, False) for r in results], t.user + t.system))
 
 
-def drive(port: int, paths: list[str], rate: float, seconds: float) -> dict:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of one process; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _pids() -> list[tuple[int, int, str]]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, IndexError, ValueError):
+                continue
+            out.append((int(d.name), ppid, cmd))
+    return out
+
+
+def cpu_snapshot(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server (gunicorn master and workers), of HBase (its JVMs: the
+    RegionServer/master and the Thrift server), and of the whole machine (/proc/stat, busy)."""
+    procs = _pids()
+    server = [server_pid] + [p for p, pp, _ in procs if pp == server_pid]
+    hbase = [p for p, _, cmd in procs if "java" in cmd and "hbase" in cmd.lower()]
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+    return {"server": sum(map(_proc_cpu, server)), "hbase": sum(map(_proc_cpu, hbase)),
+            "machine": busy / _TICK}
+
+
+def drive(port: int, paths: list[str], rate: float, seconds: float,
+          server_pid: int | None = None) -> dict:
     n = max(1, int(rate * seconds))
     seq = [paths[i % len(paths)] for i in range(n)]
     out = mp.get_context("fork").Queue()
     proc = mp.get_context("fork").Process(target=_drive, args=(port, seq, rate, seconds, out))
+    before = cpu_snapshot(server_pid) if server_pid else None
     proc.start()
-    results = out.get(timeout=seconds * 20 + 120)
+    results, generator_cpu = out.get(timeout=seconds * 20 + 120)
     proc.join(timeout=30)
+    cpu = {}
+    if before is not None:
+        after = cpu_snapshot(server_pid)
+        cpu = {k: (after[k] - before[k]) / n * 1000 for k in before}  # ms per request
+        cpu["generator"] = generator_cpu / n * 1000
     lat = sorted(r[1] for r in results)
     lags = sorted(r[0] for r in results)
     q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
@@ -225,7 +272,7 @@ def drive(port: int, paths: list[str], rate: float, seconds: float) -> dict:
     sent_rate = n / (max(i / rate + r[0] for i, r in enumerate(results)) + 1 / rate)
     return {"rate": rate, "n": n, "p50": q[49], "p99": q[98], "errors": errors,
             "lag_p99": lq[98], "sent_rate": sent_rate,
-            "generator_bound": lq[98] > 0.005 or sent_rate < 0.95 * rate}
+            "generator_bound": lq[98] > 0.005 or sent_rate < 0.95 * rate, "cpu": cpu}
 
 
 def warm(port: int, paths: list[str], workers: int) -> None:
@@ -266,6 +313,8 @@ def main() -> int:
     ap.add_argument("--kinds", default="counts,top,ref", help="which request kinds to drive")
     ap.add_argument("--workers", type=int, default=4,
                     help="gunicorn workers (default 4 = 2 x cores: sync workers wait on HBase)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads per worker (serve.threads; more than 1: gthread workers)")
     ap.add_argument("--port", type=int, default=0, help="default: serve.port + 7")
     ap.add_argument("--work", default=None, help="default: <state dir>/bench-serve")
     args = ap.parse_args()
@@ -295,9 +344,9 @@ def main() -> int:
     kinds = {k: v for k, v in kinds.items() if k in args.kinds.split(",")}
     rates = [float(r) for r in args.rates.split(",")]
     port = args.port or base.serve.port + 7
-    print(f"serving {work / 'state'} on :{port} with {args.workers} workers; horizon "
+    print(f"serving {work / 'state'} on :{port} with {args.workers} workers x {args.threads} threads; horizon "
           f"{format_ms(h)}, queries {frm} .. {to}; {args.seconds:g}s per run")
-    proc = start_server(cfg, port, args.workers, work / "serve.log")
+    proc = start_server(cfg, port, args.workers, work / "serve.log", args.threads)
     runs: dict[str, list[dict]] = {}
     try:
         t0 = time.perf_counter()
@@ -307,12 +356,17 @@ def main() -> int:
         for kind, paths in kinds.items():
             runs[kind] = []
             for rate in rates:
-                r = drive(port, paths, rate, args.seconds)
+                r = drive(port, paths, rate, args.seconds, proc.pid)
                 runs[kind].append(r)
                 flag = "  GENERATOR-BOUND" if r["generator_bound"] else ""
                 print(f"  {kind:6} {rate:7g}/s: p50 {r['p50'] * 1000:7.1f} ms  p99 "
                       f"{r['p99'] * 1000:7.1f} ms  errors {r['errors']:4d}/{r['n']}  sent "
                       f"{r['sent_rate']:7.1f}/s  dispatch lag p99 {r['lag_p99'] * 1000:.1f} ms{flag}")
+                c = r["cpu"]
+                if c:
+                    print(f"  {'':6} {'':7}   CPU ms per request: server {c['server']:.2f}  HBase "
+                          f"{c['hbase']:.2f}  generator {c['generator']:.2f}  machine "
+                          f"{c['machine']:.2f} (of {(os.cpu_count() or 1) * 1000 / rate:.2f})")
                 if r["p99"] > 1.0 and r["rate"] != rates[-1]:
                     print(f"  {kind:6}: p99 over 1 s, higher rates skipped")
                     break

@@ -1,6 +1,8 @@
 """Speed-layer benchmark: throughput through Kafka -> Spark -> HBase (with the archive and the
 dead-letter queries running), against the same Spark reading the same topic into a no-op sink
-(the reference), and event-to-HBase freshness.
+(the reference), the same reading through the contract's validation alone into a no-op sink (what
+validation costs, which each of the layer's three queries pays per record), and event-to-HBase
+freshness.
 
     python bench/speed.py [--events 300000] [--runs 3] [--trigger-s 2] [--freshness-s 30] [--span-s S]
 
@@ -43,6 +45,21 @@ def reference_run(spark, cfg, total: int) -> float:
           .option("subscribe", cfg.kafka.topic).option("startingOffsets", "earliest").load())
     t0 = time.perf_counter()
     q = (df.writeStream.format("noop").option("checkpointLocation", tempfile.mkdtemp(prefix="ref-ck-"))
+         .trigger(availableNow=True).start())
+    q.awaitTermination()
+    return total / (time.perf_counter() - t0)
+
+
+def validation_run(spark, cfg, total: int) -> float:
+    """The reference plus the contract's validation (speed_layer.transform.parse: the column
+    expressions every query of the speed layer applies to every record) into a no-op sink."""
+    from speed_layer.transform import parse
+
+    df = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", cfg.kafka.bootstrap_servers)
+          .option("subscribe", cfg.kafka.topic).option("startingOffsets", "earliest").load())
+    t0 = time.perf_counter()
+    q = (parse(df, cfg).writeStream.format("noop")
+         .option("checkpointLocation", tempfile.mkdtemp(prefix="val-ck-"))
          .trigger(availableNow=True).start())
     q.awaitTermination()
     return total / (time.perf_counter() - t0)
@@ -186,17 +203,26 @@ def main() -> int:
     produce(cfg, args.events, span_s)
     total = sum(end_offsets(cfg).values())
     spark = build_session(cfg, "tally-bench-speed")
-    refs, speeds = [], []
+    refs, speeds, vals = [], [], []
     for r in range(args.runs):
         refs.append(reference_run(spark, cfg, total))
         print(f"run {r + 1}: reference (Kafka -> no-op sink)   {refs[-1]:>10,.0f} events/s", flush=True)
+        vals.append(validation_run(spark, cfg, total))
+        print(f"run {r + 1}: validation only (Kafka -> rules -> no-op) {vals[-1]:>10,.0f} events/s",
+              flush=True)
         res = speed_run(spark, cfg, total, args.trigger_s)
         speeds.append(res["events_per_s"])
         print(f"run {r + 1}: speed layer (+archive, +dlq)      {res['events_per_s']:>10,.0f} events/s "
               f"({res['batches']} batches, p50 {res['batch_ms_p50']} ms)", flush=True)
     ref, speed = statistics.median(refs), statistics.median(speeds)
+    val = statistics.median(vals)
     print(f"median: speed layer {speed:,.0f} events/s, reference {ref:,.0f} events/s, "
           f"ratio {speed / ref:.2f}")
+    # Every record is validated by each of the three queries (speed, archive, dead letters):
+    # what the validation alone allows the three of them on these cores.
+    print(f"median: one query validating every record {val:,.0f} events/s ({val / ref:.2f} of the "
+          f"reference); three queries validating each record: at most ~{val / 3:,.0f} events/s "
+          f"({val / 3 / ref:.2f} of the reference) before deduplication, aggregation and writes")
     # Sustained: a per-trigger cap at 80% of the catch-up rate; batches must end within the trigger.
     rate = int(speed * 0.8)
     sus = speed_run(spark, cfg, total, args.trigger_s, cap=int(rate * args.trigger_s))

@@ -232,6 +232,9 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
+    # Threads per worker: 1 = gunicorn sync workers (one request at a time, no keep-alive); more =
+    # gthread workers, which serve other requests while one waits for HBase and keep connections.
+    threads: int = 1
     api_keys: tuple[str, ...] = ()
     # With api_keys configured, writes always need a key in X-API-Key; reads only when this is on.
     read_requires_key: bool = False
@@ -249,7 +252,8 @@ class ServeConfig:
     # How long a worker reuses the earliest day with raw data (the default batch.horizon_start).
     horizon_start_ttl_s: float = 300.0
     # Each worker keeps the speed part of top-K as hour totals up to this size (0: off); an
-    # hour still open (not yet behind the speed layer's watermark) is read again after top_ttl_s.
+    # hour still open (not yet behind the speed layer's watermark) is read again in the
+    # background once older than top_ttl_s (by the request itself once 4 times older).
     top_cache_mb: int = 64
     top_ttl_s: float = 2.0
     # Each worker keeps the speed minutes of closed hours per (video, event type, hour) that
@@ -268,7 +272,7 @@ class ServeConfig:
     rate_limit_burst: int = 50
 
     def validate(self) -> None:
-        _positive(self, "port", "workers", "max_body_bytes", "max_events", "cache_mb",
+        _positive(self, "port", "workers", "threads", "max_body_bytes", "max_events", "cache_mb",
                   "hbase_timeout_ms", "kafka_timeout_s", "request_timeout_s", "rate_limit_burst")
         if self.port >= 65536:
             raise ConfigError("serve.port: must be below 65536")

@@ -19,6 +19,7 @@ from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
+from serving_layer.hourshare import SharedHours
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from tally import log
@@ -39,6 +40,8 @@ class Resources:
         self._counts_cache: SpeedHourCache | None = None
         self._video_index: VideoIndex | None = None
         self._progress: tuple[float, dict[str, Any] | None] | None = None
+        # Top-K's open-hour totals shared with the other workers of this host (files only).
+        self.hour_share = SharedHours(cfg.state_path / "run" / "top-hours", cfg.serve.top_ttl_s)
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # forked: drop what the parent made, never use its sockets
@@ -354,7 +357,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
                 key = (cfg.hbase.top_table, q.event_type, h)
                 closed = watermark is not None and h + hour <= watermark
                 part = res.top_cache.hour(key, closed, functools.partial(
-                    _hour_sums, res, index, q.event_type, h))
+                    _hour_sums, res, index, q.event_type, h, closed))
                 if closed:
                     stable_speed.append((("speed",) + key, lambda part=part: part))
                 else:
@@ -411,8 +414,18 @@ def _view_sums(index: VideoIndex, view, event_type: str, lo: int, hi: int) -> Sp
     return Sparse.of_table(index, view.per_video_table(event_type, lo, hi))
 
 
-def _hour_sums(res: Resources, index: VideoIndex, event_type: str, hour_ms: int) -> Sparse:
-    return Sparse.of_dict(index, res.speed.hour_totals(event_type, hour_ms))
+def _hour_sums(res: Resources, index: VideoIndex, event_type: str, hour_ms: int,
+               closed: bool) -> Sparse:
+    """One hour's per-video totals: read from HBase when the hour is closed (kept for good, so
+    read after it closed), an open one through the copy the workers share (hourshare.py)."""
+    def read() -> dict[str, tuple[int, int]]:
+        return res.speed.hour_totals(event_type, hour_ms)
+
+    if closed:
+        return Sparse.of_dict(index, read())
+    h = res.cfg.hbase
+    table, age = res.hour_share.load(f"{h.host}_{h.port}.{h.top_table}.{event_type}.{hour_ms}", read)
+    return Sparse.of_table(index, table, age)
 
 
 def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:

@@ -61,12 +61,13 @@ class SpeedHourCache:
                 return value
         return None
 
-    def put(self, key: tuple, value: Any, closed: bool, size: int) -> None:
-        """Keep ``value`` (about ``size`` bytes); evicts the least recently used beyond the bound."""
+    def put(self, key: tuple, value: Any, closed: bool, size: int, age_s: float = 0.0) -> None:
+        """Keep ``value`` (about ``size`` bytes, read ``age_s`` seconds ago); evicts the least
+        recently used beyond the bound."""
         size += ENTRY_BYTES
         if size > self.max_bytes:
             return
-        now = self.clock()
+        now = self.clock() - age_s
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:
@@ -101,7 +102,7 @@ class SpeedHourCache:
                                          name="tally-hour-refresh").start()
                     return value
         value = load()
-        self.put(key, value, closed, value.nbytes)
+        self.put(key, value, closed, value.nbytes, getattr(value, "age_s", 0.0))
         return value
 
     def _refresh(self, key: tuple, load: Callable[[], Any]) -> None:
@@ -111,7 +112,7 @@ class SpeedHourCache:
                 entry = self._entries.get(key)
                 if entry is not None and entry[1]:
                     return  # closed and read meanwhile: that one is final
-            self.put(key, value, False, value.nbytes)
+            self.put(key, value, False, value.nbytes, getattr(value, "age_s", 0.0))
         except Exception as exc:  # noqa: BLE001 - the next request reads it itself once too old
             LOG.warning("background read of %s failed: %s: %s", key, type(exc).__name__,
                         str(exc).splitlines()[0][:200] if str(exc) else "")

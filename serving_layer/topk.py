@@ -49,6 +49,7 @@ class Sparse:
     idx: np.ndarray
     count: np.ndarray
     watch_ms: np.ndarray
+    age_s: float = 0.0  # how old the read it came from was when it was made (hourshare.py)
 
     @property
     def nbytes(self) -> int:
@@ -66,11 +67,11 @@ class Sparse:
         return cls.of(index, sums.keys(), (c for c, _ in values), (w for _, w in values))
 
     @classmethod
-    def of_table(cls, index: VideoIndex, table) -> Sparse:
+    def of_table(cls, index: VideoIndex, table, age_s: float = 0.0) -> Sparse:
         """From an Arrow table with columns video_id, count, watch_ms (one row per video)."""
         return cls(index.numbers(table["video_id"].to_pylist()),
                    table["count"].to_numpy().astype(np.int64),
-                   table["watch_ms"].to_numpy().astype(np.int64))
+                   table["watch_ms"].to_numpy().astype(np.int64), age_s)
 
 
 @dataclass(frozen=True)

@@ -130,3 +130,25 @@ def test_bounded_by_size_least_recently_used_out_and_zero_is_off():
     off.hour(("t", "view", 0), True, load)
     off.hour(("t", "view", 0), True, load)
     assert load.calls == 2 and off.bytes == 0
+
+
+def test_a_value_read_earlier_by_another_worker_ages_from_that_read():
+    class Aged:
+        def __init__(self, totals, age_s):
+            self.table, self.age_s, self.nbytes = table(totals), age_s, 100
+
+    clock = Clock()
+    cache = SpeedHourCache(1 << 20, ttl_s=2.0, clock=clock)
+    calls = []
+
+    def load():
+        calls.append(1)
+        return Aged({"v1": (len(calls), 0)}, age_s=1.5)
+
+    assert rows(cache.hour(("t", "view", 0), False, load).table) == {"v1": (1, 0)}
+    clock.t += 0.4  # 1.9 s after the read it came from: still within the TTL
+    assert rows(cache.hour(("t", "view", 0), False, load).table) == {"v1": (1, 0)}
+    assert len(calls) == 1
+    clock.t += 0.2  # 2.1 s: read again (in the background)
+    cache.hour(("t", "view", 0), False, load)
+    wait_for(lambda: len(calls) == 2)
