@@ -1,23 +1,31 @@
-"""Top-K's open-hour totals shared by the worker processes of one host, through files.
+"""Snapshots of an open speed hour, shared by the worker processes of one host through files.
 
-Every worker keeps the totals of the hour still open for ``serve.top_ttl_s`` (speedcache.py);
-without sharing, W workers each scan every active video's row of that hour every ``top_ttl_s``
-— W times the HBase work, on the same cores that answer the requests. Here the first worker to
-find the shared copy older than ``top_ttl_s`` takes a file lock, scans HBase once and writes the
-totals as an Arrow IPC file (replaced atomically); the others wait for the lock and read that
-file instead of scanning. A reader is told how old the copy is, so a worker never holds it for
-longer than ``top_ttl_s`` after the scan. Any failure to use the files (a read-only state
-directory, say) falls back to reading HBase directly.
+A snapshot is every video's minutes of one (event type, UTC hour) from the speed layer's top-K
+table (one contiguous scan), with the speed layer's progress record read just BEFORE that scan:
+the snapshot holds at least what that record says was written. Top-K takes every video's total
+from it; counts may take a video's minutes from it (``serve.counts_open_shared``). A worker keeps
+a snapshot for ``serve.top_ttl_s`` (speedcache.py). Without sharing, W workers would each scan
+every active video's row of the hour every ``top_ttl_s`` — W times the HBase work, on the same
+cores that answer the requests. Here the first worker to find the shared copy older than
+``top_ttl_s`` takes a file lock, scans HBase once and writes the snapshot as an Arrow IPC file
+(replaced atomically); the others wait for the lock and read that file instead of scanning. A
+reader is told how old the copy is, so a worker never holds it for longer than ``top_ttl_s``
+after the scan. Any failure to use the files (a read-only state directory, say) falls back to
+reading HBase directly.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import numpy as np
+
+from serving_layer.topk import Sparse, VideoIndex
 from tally import log
 
 LOG = log.get("serve.share")
@@ -42,16 +50,17 @@ class SharedHours:
             return None
         return age if -1.0 < age < self.ttl_s else None
 
-    def load(self, name: str, read: Callable[[], dict[str, tuple[int, int]]]):
-        """(Arrow table video_id/count/watch_ms, its age in seconds) for ``name`` (which names
-        the HBase endpoint, table, event type and hour): the shared copy when it is younger
-        than the TTL, else ``read()`` (one HBase scan), written for the other workers."""
+    def load(self, name: str, read: Callable[[], tuple[tuple, dict | None]]):
+        """(Arrow table video_id/minute/count/watch_ms with the progress record in its schema
+        metadata, its age in seconds) for ``name`` (which names the HBase endpoint, table,
+        event type and hour): the shared copy when it is younger than the TTL, else ``read()``
+        (the progress record, then one HBase scan), written for the other workers."""
         try:
             return self._load(name, read)
         except OSError as exc:
-            LOG.warning("shared hour totals unusable (%s: %s): reading HBase directly",
+            LOG.warning("shared hour snapshots unusable (%s: %s): reading HBase directly",
                         type(exc).__name__, exc)
-            return _table(read()), 0.0
+            return _table(*read()), 0.0
 
     def _load(self, name: str, read):
         import pyarrow as pa
@@ -67,7 +76,7 @@ class SharedHours:
             age = self._fresh(path)
             if age is not None:
                 return ipc.open_file(pa.memory_map(str(path))).read_all(), age
-            table = _table(read())
+            table = _table(*read())
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             with ipc.new_file(str(tmp), table.schema) as w:
                 w.write_table(table)
@@ -88,11 +97,46 @@ class SharedHours:
                 pass
 
 
-def _table(sums: dict[str, tuple[int, int]]):
+def _table(columns: tuple, progress: dict[str, Any] | None):
     import pyarrow as pa
 
-    from serving_layer.batch import per_video_schema
+    videos, minutes, counts, watches = columns
+    return pa.table({"video_id": pa.array(videos, pa.string()), "minute": pa.array(minutes, pa.int8()),
+                     "count": pa.array(counts, pa.int64()), "watch_ms": pa.array(watches, pa.int64())},
+                    metadata={"progress": json.dumps(progress)})
 
-    values = list(sums.values())
-    return pa.table({"video_id": list(sums), "count": [c for c, _ in values],
-                     "watch_ms": [w for _, w in values]}, schema=per_video_schema())
+
+class HourSnapshot:
+    """One open hour's snapshot, indexed for both queries: ``totals`` per video (a topk.Sparse
+    over the worker's video numbers) and ``minutes(video)``; ``progress`` is the speed layer's
+    record read before the scan, ``age_s`` how old the scan was when this worker got it."""
+
+    def __init__(self, table, age_s: float, index: VideoIndex) -> None:
+        import pyarrow.compute as pc
+
+        meta = table.schema.metadata or {}
+        self.progress = json.loads(meta.get(b"progress", b"null"))
+        self.age_s = age_s
+        table = table.sort_by("video_id")
+        self.minute = table["minute"].to_numpy().astype(np.int64)
+        self.count = table["count"].to_numpy()
+        self.watch_ms = table["watch_ms"].to_numpy()
+        if table.num_rows:
+            runs = pc.run_end_encode(table["video_id"].combine_chunks())
+            ends = runs.run_ends.to_numpy().astype(np.int64)
+            videos = runs.values.to_pylist()
+        else:
+            ends, videos = np.zeros(0, np.int64), []
+        starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+        self._slices = dict(zip(videos, zip(starts.tolist(), ends.tolist())))
+        sums = (np.add.reduceat(self.count, starts), np.add.reduceat(self.watch_ms, starts)) \
+            if len(videos) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        self.totals = Sparse(index.numbers(videos), sums[0].astype(np.int64),
+                             sums[1].astype(np.int64), age_s)
+        self.nbytes = (self.minute.nbytes + self.count.nbytes + self.watch_ms.nbytes
+                       + self.totals.nbytes + 150 * len(videos))
+
+    def minutes(self, video_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(minute of the hour, count, watch_ms) of one video."""
+        lo, hi = self._slices.get(video_id, (0, 0))
+        return self.minute[lo:hi], self.count[lo:hi], self.watch_ms[lo:hi]

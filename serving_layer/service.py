@@ -19,7 +19,7 @@ from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
-from serving_layer.hourshare import SharedHours
+from serving_layer.hourshare import HourSnapshot, SharedHours
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from tally import log
@@ -219,11 +219,12 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
 
     def add_minutes():
         progress = res.progress()  # before the minutes: it says which hours are closed
-        mc, mw = speed_minutes(res, q.video_id, q.event_type, p.speed.lo, p.speed.hi, progress)
+        mc, mw, as_of = speed_minutes(res, q.video_id, q.event_type, p.speed.lo, p.speed.hi,
+                                      progress, now_ms)
         per = size // GRAN_MS["minute"]  # the speed part starts and ends on bucket boundaries
         count[split:] = mc.reshape(-1, per).sum(axis=1)
         watch[split:] = mw.reshape(-1, per).sum(axis=1)
-        return progress
+        return as_of or progress  # an open hour from a snapshot: freshness as of that snapshot
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:
@@ -273,11 +274,15 @@ HOUR_BYTES = 112 + 120 * 8  # a kept hour: a numpy row of 60 counts then 60 watc
 
 
 def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: int,
-                  progress: dict[str, Any] | None):
-    """Per-minute (counts, watch_ms) numpy arrays of one (video, event type) over ``[lo, hi)``:
-    the leading whole hours that ended before the speed layer's watermark from the worker's
-    cache, the rest with ONE contiguous scan of the speed table; the closed whole hours that scan
-    read are kept."""
+                  progress: dict[str, Any] | None, now_ms: int):
+    """Per-minute (counts, watch_ms) numpy arrays of one (video, event type) over ``[lo, hi)``,
+    and the progress record of the oldest open-hour snapshot used (None: none was used).
+
+    The leading whole hours that ended before the speed layer's watermark come from the worker's
+    cache; the rest from ONE contiguous scan of the speed table — except, with
+    ``serve.counts_open_shared``, the hours still open, which come from the host's snapshots of
+    the open hours (hourshare.py, at most ``serve.top_ttl_s`` old). The closed whole hours the
+    scan read are kept."""
     import numpy as np
 
     hour, minute = GRAN_MS["hour"], GRAN_MS["minute"]
@@ -297,15 +302,36 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
             if len(kept):  # () is an hour without a minute row
                 grid[(h - first) // hour] = kept
             scan_lo = h = h + hour
-    if scan_lo < hi:
-        read = res.speed.read_minutes(video_id, event_type, scan_lo, hi)
+    scan_hi, as_of = hi, None
+    if res.cfg.serve.counts_open_shared and watermark is not None:
+        # The first hour not closed (h + hour > watermark) on, from the open-hour snapshots; no
+        # row can lie in an hour that starts after now + the contract's max future skew.
+        open_lo = max(scan_lo, watermark // hour * hour)
+        open_hi = min(hi, now_ms + res.cfg.events.max_future_ms + 1)
+        snaps = []
+        for h in range(open_lo, open_hi, hour):
+            snap = res.top_cache.hour((res.cfg.hbase.top_table, event_type, h), False,
+                                      functools.partial(_open_hour, res, event_type, h))
+            if not isinstance(snap, HourSnapshot):
+                snaps = []
+                break
+            snaps.append((h, snap))
+        if snaps or open_lo >= open_hi:
+            scan_hi = min(hi, open_lo)
+            for h, snap in snaps:
+                m, c, w = snap.minutes(video_id)
+                row = grid[(h - first) // hour]
+                row[m], row[60 + m] = c, w
+            as_of = _oldest([snap.progress for _, snap in snaps])
+    if scan_lo < scan_hi:
+        read = res.speed.read_minutes(video_id, event_type, scan_lo, scan_hi)
         if read:
             m = (np.fromiter((r.minute_ms for r in read), np.int64, len(read)) - first) // minute
             hi_, mi = np.divmod(m, 60)
             grid[hi_, mi] = np.fromiter((r.count for r in read), np.int64, len(read))
             grid[hi_, 60 + mi] = np.fromiter((r.watch_ms for r in read), np.int64, len(read))
         if caching:  # every hour the scan read whole and that is closed
-            last = min(hi // hour * hour, watermark // hour * hour)
+            last = min(scan_hi // hour * hour, watermark // hour * hour)
             for h in range(scan_lo, last, hour):
                 row = grid[(h - first) // hour]
                 if row.any():
@@ -313,7 +339,25 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
                 else:
                     cache.put((video_id, event_type, h), (), True, 0)
     off, n = (lo - first) // minute, (hi - lo) // minute
-    return grid[:, :60].reshape(-1)[off:off + n], grid[:, 60:].reshape(-1)[off:off + n]
+    return grid[:, :60].reshape(-1)[off:off + n], grid[:, 60:].reshape(-1)[off:off + n], as_of
+
+
+def _oldest(records: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Of progress records, the one written first (None when there are none)."""
+    known = [r for r in records if r]
+    return min(known, key=lambda r: parse_rfc3339_ms(str(r.get("updated_at") or "")) or 0,
+               default=None)
+
+
+def _open_hour(res: Resources, event_type: str, hour_ms: int) -> HourSnapshot:
+    """A snapshot of one open hour (every video's minutes), shared by the host's workers."""
+    def read():
+        progress = res.speed.read_progress()  # BEFORE the scan: the snapshot holds at least it
+        return res.speed.hour_minutes(event_type, hour_ms), progress
+
+    h = res.cfg.hbase
+    table, age = res.hour_share.load(f"{h.host}_{h.port}.{h.top_table}.{event_type}.{hour_ms}", read)
+    return HourSnapshot(table, age, res.video_index)
 
 
 def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
@@ -331,6 +375,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     stable: list[tuple[tuple, Callable[[], Sparse]]] = []
     stable_speed: list[tuple[tuple, Callable[[], Sparse]]] = []
     volatile: list[Sparse] = []
+    snapshots: list[dict[str, Any] | None] = []  # progress records of the open-hour snapshots
     versions: dict[str, str] = {}
 
     for day, lo, hi, whole in day_pieces(p.batch):
@@ -356,8 +401,12 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
             for h in range(a, b, hour):
                 key = (cfg.hbase.top_table, q.event_type, h)
                 closed = watermark is not None and h + hour <= watermark
-                part = res.top_cache.hour(key, closed, functools.partial(
-                    _hour_sums, res, index, q.event_type, h, closed))
+                load = (functools.partial(_closed_hour_sums, res, index, q.event_type, h)
+                        if closed else functools.partial(_open_hour, res, q.event_type, h))
+                part = res.top_cache.hour(key, closed, load)
+                if isinstance(part, HourSnapshot):  # an open hour
+                    snapshots.append(part.progress)
+                    part = part.totals
                 if closed:
                     stable_speed.append((("speed",) + key, lambda part=part: part))
                 else:
@@ -369,7 +418,8 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
                     c, w = sums.get(m.video_id, (0, 0))
                     sums[m.video_id] = (c + m.count, w + m.watch_ms)
             volatile.append(Sparse.of_dict(index, sums))
-        return progress
+        # Open hours from snapshots: the answer's freshness is that of the oldest one used.
+        return _oldest(snapshots) or progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:
@@ -414,18 +464,9 @@ def _view_sums(index: VideoIndex, view, event_type: str, lo: int, hi: int) -> Sp
     return Sparse.of_table(index, view.per_video_table(event_type, lo, hi))
 
 
-def _hour_sums(res: Resources, index: VideoIndex, event_type: str, hour_ms: int,
-               closed: bool) -> Sparse:
-    """One hour's per-video totals: read from HBase when the hour is closed (kept for good, so
-    read after it closed), an open one through the copy the workers share (hourshare.py)."""
-    def read() -> dict[str, tuple[int, int]]:
-        return res.speed.hour_totals(event_type, hour_ms)
-
-    if closed:
-        return Sparse.of_dict(index, read())
-    h = res.cfg.hbase
-    table, age = res.hour_share.load(f"{h.host}_{h.port}.{h.top_table}.{event_type}.{hour_ms}", read)
-    return Sparse.of_table(index, table, age)
+def _closed_hour_sums(res: Resources, index: VideoIndex, event_type: str, hour_ms: int) -> Sparse:
+    """A closed hour's per-video totals, read after it closed (it is kept for good)."""
+    return Sparse.of_dict(index, res.speed.hour_totals(event_type, hour_ms))
 
 
 def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:

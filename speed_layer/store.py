@@ -218,6 +218,33 @@ class HBaseSpeedStore:
 
         return self._with_retry("hour_totals", scan)
 
+    def hour_minutes(self, event_type: str, hour_ms: int) -> tuple[list[str], list[int],
+                                                                    list[int], list[int]]:
+        """Every video's minutes of one event type in one UTC hour, from the top-K table (one
+        contiguous scan), as columns: video id, minute of the hour (0-59), count, watch_ms;
+        sorted by video."""
+        lo, hi = rowkey.top_scan_range(event_type, hour_ms, hour_ms + rowkey.MS_PER_HOUR)
+        unpack = _LONG.unpack
+
+        def scan(conn):
+            videos: list[str] = []
+            minutes: list[int] = []
+            counts: list[int] = []
+            watches: list[int] = []
+            for key, cells in conn.table(self.cfg.hbase.top_table).scan(row_start=lo, row_stop=hi,
+                                                                        batch_size=5000):
+                video = rowkey.decode_top_key(key)[2]
+                for q, v in cells.items():
+                    if q[:3] == b"h:c":
+                        w = cells.get(b"h:w" + q[3:4])
+                        videos.append(video)
+                        minutes.append(q[3])
+                        counts.append(unpack(v)[0])
+                        watches.append(unpack(w)[0] if w else 0)
+            return videos, minutes, counts, watches
+
+        return self._with_retry("hour_minutes", scan)
+
     def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None:
         payload = json.dumps(record, sort_keys=True).encode()
         self._with_retry("write_progress", lambda conn: conn.table(self.cfg.hbase.meta_table)

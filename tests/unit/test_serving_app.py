@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 from schemas.config import load_config
+from serving_layer import service
 from serving_layer.app import create_app
+from serving_layer.params import parse_counts, parse_top
 from serving_layer.batch import ByteLRU, IndexedView
 from speed_layer.store import MinuteCount
 from tally.errors import DependencyError, ProducerError
@@ -28,6 +30,8 @@ class FakeSpeed:
         self.fail = fail
         self.calls = 0
         self.scans = []
+        self.snapshots = 0
+        self.progress_reads = 0
 
     def _check(self):
         self.calls += 1
@@ -53,10 +57,20 @@ class FakeSpeed:
                 out[r.video_id] = (c + r.count, w + r.watch_ms)
         return out
 
+    def hour_minutes(self, event_type, hour_ms):
+        self._check()
+        self.snapshots += 1
+        rows = sorted((r for r in self.rows
+                       if r.event_type == event_type and hour_ms <= r.minute_ms < hour_ms + HOUR),
+                      key=lambda r: r.video_id)
+        return ([r.video_id for r in rows], [(r.minute_ms - hour_ms) // MIN for r in rows],
+                [r.count for r in rows], [r.watch_ms for r in rows])
+
     def read_progress(self):
         self._check()
+        self.progress_reads += 1
         return {"max_event_time": "2025-11-26T10:00:00.000Z", "watermark": "2025-11-26T09:50:00Z",
-                "updated_at": "2025-11-26T10:00:02Z"}
+                "updated_at": f"2025-11-26T10:00:{1 + self.progress_reads:02d}Z"}
 
 
 @pytest.fixture
@@ -143,6 +157,44 @@ def test_counts_keep_closed_speed_hours_and_read_the_open_ones(setup, cache_mb):
         assert speed.scans[1] == speed.scans[0]
         assert second == {**first, iso(start + HOUR): (50, 0), iso(start + 11 * HOUR): (3, 0)}
     assert len(speed.scans) == 2
+
+
+def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
+    """Top-K (and counts with serve.counts_open_shared) take the hours still open from one
+    snapshot per host and top_ttl_s; the answer's freshness is that snapshot's progress record."""
+    cfg, app, res = setup
+    cfg = cfg.replace(serve={"counts_open_shared": True, "top_ttl_s": 60.0})
+    res.cfg = cfg
+    start = D0_MS + 2 * DAY  # the watermark is 09:50 that day: 09:00 on is open
+    speed = res._speed
+    speed.rows += [MinuteCount("v1", "view", start + HOUR, 1, 10),
+                   MinuteCount("v1", "view", start + 9 * HOUR + 55 * MIN, 7, 70),
+                   MinuteCount("v2", "view", start + 10 * HOUR + 5 * MIN, 9, 0),
+                   MinuteCount("v1", "view", start + 10 * HOUR + 6 * MIN, 2, 0)]
+    now = start + 10 * HOUR + 30 * MIN
+    q = {"from": iso(start), "to": iso(start + 12 * HOUR)}
+    top = service.top(res, parse_top(q, cfg), now)[1]
+    assert top["items"] == [{"video_id": "v1", "count": 10, "watch_ms": 80},
+                            {"video_id": "v2", "count": 9, "watch_ms": 0}]
+    # Hours 09:00, 10:00 and 11:00 are open: one snapshot each, the progress record read before
+    # each; the answer is as fresh as the oldest of them.
+    assert speed.snapshots == 3
+    assert top["freshness"]["speed_updated_at"] == "2025-11-26T10:00:03.000Z"
+    cq = parse_counts("v1", {**q, "granularity": "hour"}, cfg)
+    body = service.counts(res, cq, now)[1]
+    assert [b["count"] for b in body["buckets"]][:12] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 2, 0]
+    # The open hours were not scanned: the one scan covers the closed hours only.
+    assert speed.scans == [(start, start + 9 * HOUR)] and speed.snapshots == 3
+    assert body["freshness"]["speed_updated_at"] == "2025-11-26T10:00:03.000Z"
+    # Another worker of the host (its own resources, the same state directory) reads the files.
+    other = service.Resources(cfg)
+    other._speed = speed
+    assert service.top(other, parse_top(q, cfg), now)[1]["items"] == top["items"]
+    assert speed.snapshots == 3
+    # Off: counts scan their open hours on every request.
+    res.cfg = cfg.replace(serve={"counts_open_shared": False})
+    assert [b["count"] for b in service.counts(res, cq, now)[1]["buckets"]][9:11] == [7, 2]
+    assert speed.scans[-1] == (start + 9 * HOUR, start + 12 * HOUR)
 
 
 def test_a_new_publication_is_picked_up_and_cached_by_version(setup):

@@ -6,11 +6,13 @@ import os
 import threading
 import time
 
-from serving_layer.hourshare import SharedHours
+from serving_layer.hourshare import HourSnapshot, SharedHours
+from serving_layer.topk import VideoIndex, add_up, top_k
 
 
 class Reader:
-    """Stands for the HBase scan: counts its calls, takes a while, returns the current totals."""
+    """Stands for the progress read and the HBase scan: counts its calls, takes a while,
+    returns the current totals as minute 0 of each video, and a progress record."""
 
     def __init__(self, totals, seconds: float = 0.0):
         self.totals = totals
@@ -22,7 +24,9 @@ class Reader:
         with self._lock:
             self.calls += 1
         time.sleep(self.seconds)
-        return dict(self.totals)
+        t = dict(self.totals)
+        return (list(t), [0] * len(t), [c for c, _ in t.values()], [w for _, w in t.values()]), \
+            {"updated_at": f"call {self.calls}"}
 
 
 def rows(table) -> dict[str, tuple[int, int]]:
@@ -38,6 +42,7 @@ def test_one_worker_scans_the_others_read_its_copy_until_it_is_older_than_the_tt
     table, age = b.load("h.t.view.0", read)
     assert rows(table) == {"v1": (3, 30), "v2": (1, 0)} and 0 <= age < 2.0
     assert read.calls == 1
+    assert HourSnapshot(table, age, VideoIndex()).progress == {"updated_at": "call 1"}
     path = tmp_path / "h.t.view.0.arrow"
     os.utime(path, (time.time() - 2.5, time.time() - 2.5))  # the copy is now older than the TTL
     table, age = b.load("h.t.view.0", read)
@@ -68,3 +73,20 @@ def test_an_unusable_directory_reads_hbase_directly(tmp_path):
     read = Reader({"v1": (2, 5)})
     assert rows(share.load("h.t.view.0", read)[0]) == {"v1": (2, 5)}
     assert rows(share.load("h.t.view.0", read)[0]) == {"v1": (2, 5)} and read.calls == 2
+
+
+def test_a_snapshot_gives_each_videos_minutes_and_totals():
+    import pyarrow as pa
+
+    table = pa.table({"video_id": ["b", "a", "b", "c"], "minute": pa.array([7, 0, 3, 59], pa.int8()),
+                      "count": [2, 5, 1, 4], "watch_ms": [20, 50, 10, 40]},
+                     metadata={"progress": '{"watermark": "x"}'})
+    index = VideoIndex()
+    snap = HourSnapshot(table, 0.5, index)
+    m, c, w = snap.minutes("b")
+    assert sorted(zip(m.tolist(), c.tolist(), w.tolist())) == [(3, 1, 10), (7, 2, 20)]
+    assert [x.tolist() for x in snap.minutes("zz")] == [[], [], []]
+    assert top_k(index, add_up(index, None, [snap.totals]), 10) == [("a", 5, 50), ("c", 4, 40), ("b", 3, 30)]
+    assert snap.progress == {"watermark": "x"} and snap.totals.age_s == 0.5
+    empty = HourSnapshot(table.slice(0, 0), 0.0, index)
+    assert len(empty.totals.idx) == 0 and [x.tolist() for x in empty.minutes("a")] == [[], [], []]
