@@ -2,7 +2,7 @@
 
     python bench/serve.py [--videos 10000] [--events-per-day 2000000] [--batch-days 3]
                           [--rates 50,100,...,3200] [--kinds counts,top,ref] [--seconds 20]
-                          [--workers 4] [--threads 1] [--serve KEY=VALUE ...] [--work DIR]
+                          [--workers 4] [--serve KEY=VALUE ...] [--work DIR]
 
 Prepares once (kept in --work, keyed by the sizes and the day): generated traffic for
 --batch-days days plus one more, ending today 00:00 UTC; the batch days published as batch views in a file:// lake (the views' files and
@@ -126,14 +126,14 @@ def prepare(cfg, videos: int, per_day: int, batch_days: int, work: Path) -> dict
 
 
 # -- server --------------------------------------------------------------------------------------
-def start_server(cfg, port: int, workers: int, log_path: Path, threads: int = 1,
+def start_server(cfg, port: int, workers: int, log_path: Path,
                  serve_options: tuple[str, ...] = ()) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_") or
            k.startswith(("TALLY_STACK__", "TALLY_KAFKA__", "TALLY_HBASE__PORT",
                          "TALLY_HBASE__ZOOKEEPER_PORT", "TALLY_LAKE__S3_ENDPOINT"))}
     env.update({"TALLY_STATE_DIR": cfg.state_dir, "TALLY_HBASE__TABLE_PREFIX": PREFIX,
                 "TALLY_BATCH__HORIZON_START": cfg.batch.horizon_start,
-                "TALLY_SERVE__WORKERS": str(workers), "TALLY_SERVE__THREADS": str(threads),
+                "TALLY_SERVE__WORKERS": str(workers),
                 "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     for option in serve_options:  # KEY=VALUE of the serve section
         key, _, value = option.partition("=")
@@ -317,8 +317,6 @@ def main() -> int:
     ap.add_argument("--kinds", default="counts,top,ref", help="which request kinds to drive")
     ap.add_argument("--workers", type=int, default=4,
                     help="gunicorn workers (default 4 = 2 x cores: sync workers wait on HBase)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="threads per worker (serve.threads; more than 1: gthread workers)")
     ap.add_argument("--serve", action="append", default=[], metavar="KEY=VALUE",
                     help="a serve.* setting of the server, e.g. counts_open_shared=true (repeatable)")
     ap.add_argument("--port", type=int, default=0, help="default: serve.port + 7")
@@ -350,10 +348,10 @@ def main() -> int:
     kinds = {k: v for k, v in kinds.items() if k in args.kinds.split(",")}
     rates = [float(r) for r in args.rates.split(",")]
     port = args.port or base.serve.port + 7
-    print(f"serving {work / 'state'} on :{port} with {args.workers} workers x {args.threads} threads"
+    print(f"serving {work / 'state'} on :{port} with {args.workers} workers"
           f"{''.join(f', serve.{o}' for o in args.serve)}; horizon "
           f"{format_ms(h)}, queries {frm} .. {to}; {args.seconds:g}s per run")
-    proc = start_server(cfg, port, args.workers, work / "serve.log", args.threads, tuple(args.serve))
+    proc = start_server(cfg, port, args.workers, work / "serve.log", tuple(args.serve))
     runs: dict[str, list[dict]] = {}
     try:
         t0 = time.perf_counter()

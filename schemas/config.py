@@ -232,9 +232,6 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 2
-    # Threads per worker: 1 = gunicorn sync workers (one request at a time, no keep-alive); more =
-    # gthread workers, which serve other requests while one waits for HBase and keep connections.
-    threads: int = 1
     api_keys: tuple[str, ...] = ()
     # With api_keys configured, writes always need a key in X-API-Key; reads only when this is on.
     read_requires_key: bool = False
@@ -276,7 +273,7 @@ class ServeConfig:
     rate_limit_burst: int = 50
 
     def validate(self) -> None:
-        _positive(self, "port", "workers", "threads", "max_body_bytes", "max_events", "cache_mb",
+        _positive(self, "port", "workers", "max_body_bytes", "max_events", "cache_mb",
                   "hbase_timeout_ms", "kafka_timeout_s", "request_timeout_s", "rate_limit_burst")
         if self.port >= 65536:
             raise ConfigError("serve.port: must be below 65536")

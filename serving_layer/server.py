@@ -1,5 +1,4 @@
-"""``tally serve``: the app under gunicorn with ``serve.workers`` workers: sync workers, or gthread
-workers with ``serve.threads`` threads each when that is more than 1.
+"""``tally serve``: the app under gunicorn with ``serve.workers`` sync workers.
 
 The app is NOT preloaded: each worker builds it (``create_app``) after the fork, so the happybase
 pool, the Kafka producer and the batch-view cache are per worker and never shared across a fork.
@@ -57,8 +56,7 @@ def run(cfg: TallyConfig, host: str | None = None, port: int | None = None) -> i
             settings = {
                 "bind": f"{host}:{port}",
                 "workers": cfg.serve.workers,
-                "worker_class": "gthread" if cfg.serve.threads > 1 else "sync",
-                "threads": cfg.serve.threads,
+                "worker_class": "sync",
                 "timeout": cfg.serve.request_timeout_s,
                 "graceful_timeout": 10,
                 "preload_app": False,
@@ -77,7 +75,6 @@ def run(cfg: TallyConfig, host: str | None = None, port: int | None = None) -> i
 
             return create_app(cfg)
 
-    threads = f" x {cfg.serve.threads} threads" if cfg.serve.threads > 1 else ""
-    log.progress(f"tally serve: http://{host}:{port} ({cfg.serve.workers} workers{threads})")
+    log.progress(f"tally serve: http://{host}:{port} ({cfg.serve.workers} workers)")
     TallyServer().run()
     return 0
