@@ -99,11 +99,6 @@ class IndexedView:
         i, j = (s0 + int(x) for x in np.searchsorted(self.bucket_ms[s0:s1], (lo, hi)))
         return self.bucket_ms[i:j], self.count[i:j], self.watch_ms[i:j]
 
-    def rows(self, video_id: str, event_type: str, lo: int, hi: int) -> list[tuple[int, int, int]]:
-        """(bucket ms, count, watch_ms) of one video and type with buckets in ``[lo, hi)``."""
-        b, c, w = self.slice(video_id, event_type, lo, hi)
-        return list(zip(b.tolist(), c.tolist(), w.tolist()))
-
     def per_video_table(self, event_type: str, lo: int, hi: int):
         """Per-video ``count`` and ``watch_ms`` sums of one type over buckets in ``[lo, hi)``, as
         an Arrow table with :func:`per_video_schema`."""

@@ -60,7 +60,7 @@ class SharedHours:
         except OSError as exc:
             LOG.warning("shared hour snapshots unusable (%s: %s): reading HBase directly",
                         type(exc).__name__, exc)
-            return _table(*read()), 0.0
+            return snapshot_table(*read()), 0.0
 
     def _load(self, name: str, read):
         import pyarrow as pa
@@ -76,7 +76,7 @@ class SharedHours:
             age = self._fresh(path)
             if age is not None:
                 return ipc.open_file(pa.memory_map(str(path))).read_all(), age
-            table = _table(*read())
+            table = snapshot_table(*read())
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             with ipc.new_file(str(tmp), table.schema) as w:
                 w.write_table(table)
@@ -97,7 +97,9 @@ class SharedHours:
                 pass
 
 
-def _table(columns: tuple, progress: dict[str, Any] | None):
+def snapshot_table(columns: tuple, progress: dict[str, Any] | None):
+    """The Arrow form of a snapshot: ``store.hour_minutes``'s columns, the progress record in
+    the schema metadata."""
     import pyarrow as pa
 
     videos, minutes, counts, watches = columns

@@ -19,7 +19,7 @@ from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
-from serving_layer.hourshare import HourSnapshot, SharedHours
+from serving_layer.hourshare import HourSnapshot, SharedHours, snapshot_table
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from tally import log
@@ -465,8 +465,10 @@ def _view_sums(index: VideoIndex, view, event_type: str, lo: int, hi: int) -> Sp
 
 
 def _closed_hour_sums(res: Resources, index: VideoIndex, event_type: str, hour_ms: int) -> Sparse:
-    """A closed hour's per-video totals, read after it closed (it is kept for good)."""
-    return Sparse.of_dict(index, res.speed.hour_totals(event_type, hour_ms))
+    """A closed hour's per-video totals, read after it closed (it is kept for good): the same
+    scan as an open hour's snapshot, summed, without sharing (each worker reads it once)."""
+    return HourSnapshot(snapshot_table(res.speed.hour_minutes(event_type, hour_ms), None), 0.0,
+                        index).totals
 
 
 def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:

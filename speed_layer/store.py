@@ -50,9 +50,10 @@ class SpeedStore(Protocol):
         top-K table: one contiguous scan, for the audit and top-K)."""
         ...
 
-    def hour_totals(self, event_type: str, hour_ms: int) -> dict[str, tuple[int, int]]:
-        """Every video's (count, watch_ms) of one event type over one whole UTC hour (the sum of
-        its minutes in the top-K table: one contiguous scan)."""
+    def hour_minutes(self, event_type: str, hour_ms: int) -> tuple[list[str], list[int],
+                                                                    list[int], list[int]]:
+        """Every video's minutes of one event type in one UTC hour (one contiguous scan of the
+        top-K table), as columns: video id, minute of the hour, count, watch_ms."""
         ...
 
     def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None: ...
@@ -195,28 +196,6 @@ class HBaseSpeedStore:
             return out
 
         return self._with_retry("scan_type_minutes", scan)
-
-    def hour_totals(self, event_type: str, hour_ms: int) -> dict[str, tuple[int, int]]:
-        """Every video's (count, watch_ms) of one event type over one whole UTC hour (the sum of
-        its minutes in the top-K table: one contiguous scan)."""
-        lo, hi = rowkey.top_scan_range(event_type, hour_ms, hour_ms + rowkey.MS_PER_HOUR)
-        unpack = _LONG.unpack
-
-        def scan(conn) -> dict[str, tuple[int, int]]:
-            out: dict[str, tuple[int, int]] = {}
-            for key, cells in conn.table(self.cfg.hbase.top_table).scan(row_start=lo, row_stop=hi,
-                                                                        batch_size=5000):
-                c = w = 0
-                for q, v in cells.items():
-                    kind = q[:3]
-                    if kind == b"h:c":
-                        c += unpack(v)[0]
-                    elif kind == b"h:w":
-                        w += unpack(v)[0]
-                out[rowkey.decode_top_key(key)[2]] = (c, w)
-            return out
-
-        return self._with_retry("hour_totals", scan)
 
     def hour_minutes(self, event_type: str, hour_ms: int) -> tuple[list[str], list[int],
                                                                     list[int], list[int]]:
