@@ -254,12 +254,12 @@ class ServeConfig:
     top_cache_mb: int = 64
     top_ttl_s: float = 2.0
     # Each worker keeps the speed minutes of closed hours per (video, event type, hour) that
-    # counts queries read, up to this size (0: off); an open hour is read on every request...
+    # counts queries read, up to this size (0: off).
     counts_cache_mb: int = 64
-    # ...unless this is on: then counts take the open hours from the same host-shared snapshots
-    # as top-K (at most about top_ttl_s old; the answer's freshness says as of when), which
-    # saves an HBase scan per request at high request rates.
-    counts_open_shared: bool = False
+    # Counts take the hours still open from the same host-shared snapshots as top-K (about
+    # top_ttl_s old at most, as the speed layer's own trigger; the answer's freshness says as of
+    # when) instead of an HBase scan per request. Off: every request scans its open hours.
+    counts_open_shared: bool = True
     # How long a worker reuses the speed layer's progress record (0: read it on every request).
     progress_ttl_s: float = 1.0
     # Backend timeouts on the request path.

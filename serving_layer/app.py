@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from schemas.config import TallyConfig, load_config
+from serving_layer.buckets import Buckets
 from serving_layer.service import Resources
 from tally import log
 from tally.errors import ApiError, DependencyError, ProducerError
@@ -77,6 +78,12 @@ class OrjsonProvider(DefaultJSONProvider):
     the standard library's encoder takes several milliseconds to write. Keys keep their order."""
 
     sort_keys = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, Buckets):
+            return o.fragment()
+        return DefaultJSONProvider.default(o)
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         return orjson.dumps(obj, default=self.default, option=orjson.OPT_NON_STR_KEYS).decode()

@@ -17,6 +17,7 @@ from typing import Any, Callable
 from schemas.config import TallyConfig
 from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
+from serving_layer.buckets import Buckets
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
 from serving_layer.hourshare import HourSnapshot, SharedHours, snapshot_table
@@ -142,17 +143,23 @@ def _iso(value: Any) -> str | None:
     return format_ms(ms) if ms is not None else str(value)
 
 
+_fresh: tuple = (None, None)  # the last progress record seen, and what freshness takes of it
+
+
 def freshness(progress: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
-    p = progress or {}
-    max_et = p.get("max_event_time")
-    max_ms = parse_rfc3339_ms(str(max_et)) if max_et else None
-    return {
-        "speed_max_event_time": _iso(max_et),
-        "speed_watermark": _iso(p.get("watermark")),
-        "speed_updated_at": _iso(p.get("updated_at")),
-        "lag_seconds": round((now_ms - max_ms) / 1000, 3) if max_ms is not None else None,
-        "dropped_late": p.get("dropped_late"),
-    }
+    global _fresh
+    seen, parts = _fresh  # one read: another thread may replace it meanwhile
+    if progress is None or seen is not progress:  # a record is read again every second or so
+        p = progress or {}
+        max_et = p.get("max_event_time")
+        parts = ({"speed_max_event_time": _iso(max_et), "speed_watermark": _iso(p.get("watermark")),
+                  "speed_updated_at": _iso(p.get("updated_at"))},
+                 parse_rfc3339_ms(str(max_et)) if max_et else None, p.get("dropped_late"))
+        _fresh = (progress, parts)
+    known, max_ms, dropped = parts
+    return {**known,
+            "lag_seconds": round((now_ms - max_ms) / 1000, 3) if max_ms is not None else None,
+            "dropped_late": dropped}
 
 
 def _speed_progress(res: Resources) -> tuple[dict[str, Any] | None, str | None]:
@@ -222,8 +229,11 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
         mc, mw, as_of = speed_minutes(res, q.video_id, q.event_type, p.speed.lo, p.speed.hi,
                                       progress, now_ms)
         per = size // GRAN_MS["minute"]  # the speed part starts and ends on bucket boundaries
-        count[split:] = mc.reshape(-1, per).sum(axis=1)
-        watch[split:] = mw.reshape(-1, per).sum(axis=1)
+        if per == 1:
+            count[split:], watch[split:] = mc, mw
+        else:
+            count[split:] = mc.reshape(-1, per).sum(axis=1)
+            watch[split:] = mw.reshape(-1, per).sum(axis=1)
         return as_of or progress  # an open hour from a snapshot: freshness as of that snapshot
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
@@ -231,21 +241,9 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
         return unavailable
 
     floor = p.retention_floor_ms
-    starts = bucket_starts(q.from_ms, q.to_ms, size)
     total, watch_total = int(count.sum()), int(watch.sum())  # the speed part is 0 when unread
-    cl, wl = count.tolist(), watch.tolist()
-    buckets: list[dict[str, Any]] = [
-        {"start": start, "count": c, "watch_ms": w, "source": "batch"}
-        for start, c, w in zip(starts[:split], cl, wl)]
-    if speed_error:
-        buckets += [{"start": start, "count": None, "watch_ms": None, "source": "speed",
-                     "unavailable": True} for start in starts[split:]]
-    else:
-        buckets += [{"start": start, "count": c, "watch_ms": w, "source": "speed"}
-                    for start, c, w in zip(starts[split:], cl[split:], wl[split:])]
-    if p.speed.lo < floor:
-        for item, _b in zip(buckets[split:], range(p.speed.lo, min(floor, q.to_ms), size)):
-            item["beyond_retention"] = True
+    beyond_to = split + max(0, -(-(min(floor, q.to_ms) - p.speed.lo) // size))
+    buckets = Buckets(q.from_ms, q.to_ms, size, count, watch, split, beyond_to, bool(speed_error))
     beyond = p.speed.lo < min(floor, q.to_ms)
 
     body: dict[str, Any] = {
@@ -481,25 +479,6 @@ def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:
         return [("minute", lo, hi)]
     return [(g, x, y) for g, x, y in (("minute", lo, a), ("hour", a, b), ("minute", b, hi))
             if y > x]
-
-
-@functools.lru_cache(maxsize=256)
-def bucket_starts(lo: int, hi: int, size: int) -> tuple[str, ...]:
-    """``format_ms`` of every bucket start in ``[lo, hi)``, without a datetime per bucket (a
-    24-hour minute query has 1,440), remembered for the last ranges asked (a dashboard asks the
-    same ones again and again; writing 1,440 of them is a third of such a query's time)."""
-    out = []
-    days: dict[int, str] = {}
-    for b in range(lo, hi, size):
-        d, rem = divmod(b, 86_400_000)
-        prefix = days.get(d)
-        if prefix is None:
-            prefix = days[d] = format_ms(d * 86_400_000)[:11]
-        s, ms = divmod(rem, 1000)
-        m, s = divmod(s, 60)
-        h, m = divmod(m, 60)
-        out.append(f"{prefix}{h:02d}:{m:02d}:{s:02d}.{ms:03d}Z")
-    return tuple(out)
 
 
 def _note_unpublished(body: dict[str, Any], versions: dict[str, str | None], snap: Snapshot) -> None:

@@ -114,7 +114,8 @@ def test_counts_merge_and_one_snapshot_per_request(setup, monkeypatch):
 @pytest.mark.parametrize("cache_mb", [64, 0])
 def test_counts_keep_closed_speed_hours_and_read_the_open_ones(setup, cache_mb):
     cfg, app, res = setup
-    res.cfg = cfg.replace(serve={"counts_cache_mb": cache_mb})
+    # Open hours scanned by every request (the shared snapshots: the next test).
+    res.cfg = cfg.replace(serve={"counts_cache_mb": cache_mb, "counts_open_shared": False})
     speed = res._speed
     start = D0_MS + 2 * DAY  # after the horizon; the speed watermark is 09:50 that day
     speed.rows += [MinuteCount("v1", "view", start + HOUR, 1, 10),
@@ -151,7 +152,7 @@ def test_counts_keep_closed_speed_hours_and_read_the_open_ones(setup, cache_mb):
 
 
 def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
-    """Top-K (and counts with serve.counts_open_shared) take the hours still open from one
+    """Top-K (and counts, unless serve.counts_open_shared is off) take the hours still open from one
     snapshot per host and top_ttl_s; the answer's freshness is that snapshot's progress record."""
     cfg, app, res = setup
     cfg = cfg.replace(serve={"counts_open_shared": True, "top_ttl_s": 60.0})

@@ -168,12 +168,53 @@ def test_horizon_from_one_listing():
 
 def test_bucket_starts_are_format_ms():
     from schemas.event import format_ms
-    from serving_layer.service import bucket_starts
+    from serving_layer.buckets import bucket_starts
 
     for lo, hi, size in ((H - 3 * HOUR, H + 2 * HOUR, MIN), (H - 5 * DAY, H + DAY, HOUR),
                          (946_684_800_000, 946_684_800_000 + 3 * DAY, DAY),
                          (253_402_214_400_000 - DAY, 253_402_214_400_000, HOUR)):
         assert bucket_starts(lo, hi, size) == tuple(format_ms(b) for b in range(lo, hi, size))
+
+
+def test_bucket_lists_written_from_templates_equal_the_dicts_they_stand_for():
+    """Buckets' JSON (template % numbers) against the list written bucket by bucket, for
+    random layouts: where the speed part starts, retention flags, an unreadable speed part."""
+    import json
+    import random
+
+    import numpy as np
+    from flask import Flask
+
+    from schemas.event import format_ms
+    from serving_layer.app import OrjsonProvider
+    from serving_layer.buckets import Buckets
+
+    rnd = random.Random(7)
+    for _ in range(300):
+        size = rnd.choice((MIN, HOUR, DAY))
+        n = rnd.randint(1, 300)
+        lo = H + rnd.randint(-400, 400) * size
+        hi = lo + n * size
+        split = rnd.randint(0, n)
+        beyond_to = rnd.randint(split - 3, n + 3)
+        unavailable = rnd.random() < 0.3
+        count = np.array([rnd.choice((0, 1, 7, 10**6, 2**53 + 1)) for _ in range(n)], np.int64)
+        watch = np.array([rnd.randint(0, 2**62) for _ in range(n)], np.int64)
+        want = []
+        for i in range(n):
+            speed = i >= split
+            b = {"start": format_ms(lo + i * size), "count": int(count[i]),
+                 "watch_ms": int(watch[i]), "source": "speed" if speed else "batch"}
+            if speed and unavailable:
+                b.update(count=None, watch_ms=None, unavailable=True)
+            if speed and i < beyond_to:
+                b["beyond_retention"] = True
+            want.append(b)
+        got = Buckets(lo, hi, size, count, watch, split, beyond_to, unavailable)
+        assert json.loads(got.json()) == want
+        assert list(got) == want and len(got) == n and got[n - 1] == want[-1]
+        body = json.loads(OrjsonProvider(Flask("t")).dumps({"total": 1, "buckets": got}))
+        assert body == {"total": 1, "buckets": want}
 
 
 def test_top_reads_the_coarsest_views():
