@@ -258,8 +258,11 @@ class ServeConfig:
     counts_cache_mb: int = 64
     # Counts take the hours still open from the same host-shared snapshots as top-K (about
     # top_ttl_s old at most, as the speed layer's own trigger; the answer's freshness says as of
-    # when) instead of an HBase scan per request. Off: every request scans its open hours.
+    # when) instead of an HBase scan per request, while this worker answers at least
+    # counts_shared_min_rate counts requests per second: a snapshot holds every video of the
+    # hour, cheaper than many one-video scans, dearer than a few. Off: every request scans.
     counts_open_shared: bool = True
+    counts_shared_min_rate: float = 50.0
     # How long a worker reuses the speed layer's progress record (0: read it on every request).
     progress_ttl_s: float = 1.0
     # Backend timeouts on the request path.
@@ -288,7 +291,7 @@ class ServeConfig:
         if self.max_body_bytes > 1024 * 1024:
             raise ConfigError("serve.max_body_bytes: must be at most 1 MiB (the contract's limit)")
         for name in ("catalog_ttl_s", "horizon_start_ttl_s", "hbase_retry_s", "rate_limit_per_s",
-                     "top_cache_mb", "top_ttl_s", "counts_cache_mb",
+                     "top_cache_mb", "top_ttl_s", "counts_cache_mb", "counts_shared_min_rate",
                      "progress_ttl_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"serve.{name}: must be >= 0")

@@ -114,3 +114,26 @@ class RateLimiter:
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1 - tokens) / self.rate
+
+
+class RateMeter:
+    """Events per second in one worker: the rate of the last whole window, or of the current
+    one so far when that is higher (a burst is seen before its window ends)."""
+
+    def __init__(self, window_s: float = 1.0, clock=time.monotonic) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self._start = clock()
+        self._n = 0
+        self._last = 0.0
+
+    def tick(self) -> float:
+        """Count one event; the rate with it."""
+        now = self.clock()
+        elapsed = now - self._start
+        if elapsed >= self.window_s:
+            # A window with no event in it (a pause longer than one) counts as rate 0.
+            self._last = self._n / elapsed if elapsed < 2 * self.window_s else 0.0
+            self._start, self._n = now, 0
+        self._n += 1
+        return max(self._last, self._n / self.window_s)

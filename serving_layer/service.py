@@ -20,6 +20,7 @@ from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.buckets import Buckets
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, day_pieces, plan
+from serving_layer.metrics import RateMeter
 from serving_layer.hourshare import HourSnapshot, SharedHours, snapshot_table
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
@@ -40,6 +41,7 @@ class Resources:
         self._top_cache: SpeedHourCache | None = None
         self._counts_cache: SpeedHourCache | None = None
         self._video_index: VideoIndex | None = None
+        self.counts_rate = RateMeter()
         self._progress: tuple[float, dict[str, Any] | None] | None = None
         # Top-K's open-hour totals shared with the other workers of this host (files only).
         self.hour_share = SharedHours(cfg.state_path / "run" / "top-hours", cfg.serve.top_ttl_s)
@@ -52,6 +54,7 @@ class Resources:
             self._pid = os.getpid()
             self._batch = self._speed = self._producer = None
             self._top_cache = self._counts_cache = self._progress = self._video_index = None
+            self.counts_rate = RateMeter()
 
     @property
     def batch(self) -> BatchReader:
@@ -205,6 +208,8 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     now_ms = _now_ms() if now_ms is None else now_ms
     cfg = res.cfg
     snap: Snapshot = res.batch.snapshot()  # ONE state of the publication log for this request
+    s = cfg.serve
+    shared = s.counts_open_shared and res.counts_rate.tick() >= s.counts_shared_min_rate
     p = plan(q.from_ms, q.to_ms, q.size, snap.horizon_ms, now_ms, cfg.hbase.speed_ttl_days)
 
     import numpy as np
@@ -227,7 +232,7 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     def add_minutes():
         progress = res.progress()  # before the minutes: it says which hours are closed
         mc, mw, as_of = speed_minutes(res, q.video_id, q.event_type, p.speed.lo, p.speed.hi,
-                                      progress, now_ms)
+                                      progress, now_ms, shared)
         per = size // GRAN_MS["minute"]  # the speed part starts and ends on bucket boundaries
         if per == 1:
             count[split:], watch[split:] = mc, mw
@@ -272,15 +277,15 @@ HOUR_BYTES = 112 + 120 * 8  # a kept hour: a numpy row of 60 counts then 60 watc
 
 
 def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: int,
-                  progress: dict[str, Any] | None, now_ms: int):
+                  progress: dict[str, Any] | None, now_ms: int, shared: bool = False):
     """Per-minute (counts, watch_ms) numpy arrays of one (video, event type) over ``[lo, hi)``,
     and the progress record of the oldest open-hour snapshot used (None: none was used).
 
     The leading whole hours that ended before the speed layer's watermark come from the worker's
-    cache; the rest from ONE contiguous scan of the speed table — except, with
-    ``serve.counts_open_shared``, the hours still open, which come from the host's snapshots of
-    the open hours (hourshare.py, at most ``serve.top_ttl_s`` old). The closed whole hours the
-    scan read are kept."""
+    cache; the rest from ONE contiguous scan of the speed table — except, when ``shared``
+    (``serve.counts_open_shared`` and this worker busy enough), the hours still open, which come
+    from the host's snapshots of the open hours (hourshare.py, about ``serve.top_ttl_s`` old).
+    The closed whole hours the scan read are kept."""
     import numpy as np
 
     hour, minute = GRAN_MS["hour"], GRAN_MS["minute"]
@@ -301,7 +306,7 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
                 grid[(h - first) // hour] = kept
             scan_lo = h = h + hour
     scan_hi, as_of = hi, None
-    if res.cfg.serve.counts_open_shared and watermark is not None:
+    if shared and watermark is not None:
         # The first hour not closed (h + hour > watermark) on, from the open-hour snapshots; no
         # row can lie in an hour that starts after now + the contract's max future skew.
         open_lo = max(scan_lo, watermark // hour * hour)

@@ -155,7 +155,8 @@ def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
     """Top-K (and counts, unless serve.counts_open_shared is off) take the hours still open from one
     snapshot per host and top_ttl_s; the answer's freshness is that snapshot's progress record."""
     cfg, app, res = setup
-    cfg = cfg.replace(serve={"counts_open_shared": True, "top_ttl_s": 60.0})
+    cfg = cfg.replace(serve={"counts_open_shared": True, "counts_shared_min_rate": 0.0,
+                             "top_ttl_s": 60.0})
     res.cfg = cfg
     start = D0_MS + 2 * DAY  # the watermark is 09:50 that day: 09:00 on is open
     speed = res._speed
@@ -186,10 +187,13 @@ def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
     other._speed = speed
     assert service.top(other, parse_top(q, cfg), now)[1]["items"] == top["items"]
     assert snapshots() == 3
-    # Off: counts scan their open hours on every request.
-    res.cfg = cfg.replace(serve={"counts_open_shared": False})
-    assert [b["count"] for b in service.counts(res, cq, now)[1]["buckets"]][9:11] == [7, 2]
-    assert speed.scans[-1] == (start + 9 * HOUR, start + 12 * HOUR)
+    # Off, or on in a worker answering fewer counts requests per second than
+    # serve.counts_shared_min_rate: counts scan their open hours on every request.
+    for serve in ({"counts_open_shared": False}, {"counts_shared_min_rate": 1e9}):
+        res.cfg = cfg.replace(serve=serve)
+        scans = len(speed.scans)
+        assert [b["count"] for b in service.counts(res, cq, now)[1]["buckets"]][9:11] == [7, 2]
+        assert speed.scans[scans:] == [(start + 9 * HOUR, start + 12 * HOUR)]
 
 
 def test_a_new_publication_is_picked_up_and_cached_by_version(setup):

@@ -217,6 +217,24 @@ def test_bucket_lists_written_from_templates_equal_the_dicts_they_stand_for():
         assert body == {"total": 1, "buckets": want}
 
 
+def test_rate_meter_sees_bursts_at_once_and_pauses_as_zero():
+    from serving_layer.metrics import RateMeter
+
+    now = [100.0]
+    meter = RateMeter(1.0, clock=lambda: now[0])
+    rates = []
+    for _ in range(30):  # 30 events in 0.3 s: 30/s seen within the window already
+        rates.append(meter.tick())
+        now[0] += 0.01
+    assert rates[0] == 1 and rates[-1] == 30
+    now[0] = 101.0
+    assert meter.tick() == 30  # the last whole window: 30 in 1 s
+    now[0] = 101.5
+    assert meter.tick() == 30
+    now[0] = 105.0  # a pause of several windows: the rate falls to what is seen again
+    assert meter.tick() == 1
+
+
 def test_top_reads_the_coarsest_views():
     from serving_layer.service import _coarsest
 
