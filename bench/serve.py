@@ -14,8 +14,9 @@ request kinds, one after the other, each at every rate:
 * counts — `GET /v1/videos/{id}/counts`, 24 hours at minute granularity straddling the batch
   horizon (720 batch + 720 speed buckets), a random video among the 1,000 busiest; the speed
   layer's progress record puts its watermark 30 minutes before the range's end, so the last
-  hour is open and read from HBase by every request (the closed ones may come from the
-  worker's cache, serving_layer/speedcache.py);
+  hour is open: scanned by every request, or, in a worker answering at least
+  serve.counts_shared_min_rate counts requests/s, taken from the host's shared snapshot of the
+  hour (the closed ones come from the worker's cache, serving_layer/speedcache.py);
 * top    — `GET /v1/top?k=10` over the same 24 hours (batch minute view + speed top table);
 * ref    — `GET /healthz` of the same server, the trivial JSON reference.
 
@@ -318,7 +319,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=4,
                     help="gunicorn workers (default 4 = 2 x cores: sync workers wait on HBase)")
     ap.add_argument("--serve", action="append", default=[], metavar="KEY=VALUE",
-                    help="a serve.* setting of the server, e.g. counts_open_shared=true (repeatable)")
+                    help="a serve.* setting of the server, e.g. counts_open_shared=false (repeatable)")
     ap.add_argument("--port", type=int, default=0, help="default: serve.port + 7")
     ap.add_argument("--work", default=None, help="default: <state dir>/bench-serve")
     args = ap.parse_args()

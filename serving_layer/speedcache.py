@@ -8,7 +8,8 @@ hour's rows) cannot change any more — a later event for it is dropped as late,
 micro-batch writes the same values — so it is kept until evicted. Top-K also keeps an hour still
 open, read again in the background once older than ``serve.top_ttl_s`` (the request that finds it
 older is answered with it; only one ``STALE_TTLS`` times older is read by the request); counts
-never keep an open hour, they read it on every request. The top-K cache also keeps a query's sum
+never keep a video's open hour: they scan it on every request, or, in a busy worker, take it
+from top-K's snapshot of the hour (``serve.counts_open_shared``). The top-K cache also keeps a query's sum
 of the parts that cannot change (published batch views, closed hours), keyed by those parts.
 Entries are bounded by an estimate of their size (``serve.top_cache_mb``, ``serve.counts_cache_mb``; least recently used first out);
 0 turns a cache off.
