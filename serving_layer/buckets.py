@@ -67,6 +67,7 @@ class Buckets(Sequence):
         self.count, self.watch = count, watch
         self.split, self.unavailable = split, unavailable
         self.beyond_to = max(split, min(beyond_to, len(count)))
+        self._parsed: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.count)
@@ -88,7 +89,9 @@ class Buckets(Sequence):
         return orjson.Fragment(self.json())
 
     def _dicts(self) -> list[dict[str, Any]]:
-        return orjson.loads(self.json())
+        if self._parsed is None:  # Python readers (tests, tools) only: the app writes json()
+            self._parsed = orjson.loads(self.json())
+        return self._parsed
 
     def __getitem__(self, i):  # type: ignore[override]
         return self._dicts()[i]
