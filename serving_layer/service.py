@@ -247,9 +247,10 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
 
     floor = p.retention_floor_ms
     total, watch_total = int(count.sum()), int(watch.sum())  # the speed part is 0 when unread
+    # Speed buckets starting before the retention floor are flagged: up to index beyond_to.
     beyond_to = split + max(0, -(-(min(floor, q.to_ms) - p.speed.lo) // size))
     buckets = Buckets(q.from_ms, q.to_ms, size, count, watch, split, beyond_to, bool(speed_error))
-    beyond = p.speed.lo < min(floor, q.to_ms)
+    beyond = beyond_to > split
 
     body: dict[str, Any] = {
         "video_id": q.video_id, "event_type": q.event_type, "granularity": q.granularity,
