@@ -298,7 +298,10 @@ class StreamingApp:
             return False
         for q in self.queries.values():
             status = q.status
-            if status.get("isDataAvailable") or status.get("isTriggerActive"):
+            # A query not yet through its first trigger since it (re)started may still be
+            # initialising its sources with a backlog behind them: not idle either.
+            if (status.get("isDataAvailable") or status.get("isTriggerActive")
+                    or q.lastProgress is None):
                 self.state.last_input_at = time.monotonic()
                 return False
         return time.monotonic() - self.state.last_input_at >= self.until_idle_s
