@@ -20,10 +20,9 @@ from schemas.event import format_ms
 DAY_MS = 86_400_000
 
 
-@functools.lru_cache(maxsize=256)
 def bucket_starts(lo: int, hi: int, size: int) -> tuple[str, ...]:
-    """``format_ms`` of every bucket start in ``[lo, hi)``, without a datetime per bucket,
-    remembered for the last ranges asked (a dashboard asks the same ones again and again)."""
+    """``format_ms`` of every bucket start in ``[lo, hi)``, without a datetime per bucket (only
+    when a layout's template is built: the templates are what is kept)."""
     out = []
     days: dict[int, str] = {}
     for b in range(lo, hi, size):

@@ -19,9 +19,9 @@ from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.buckets import Buckets
 from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
-from serving_layer.plan import Part, day_pieces, plan
-from serving_layer.metrics import RateMeter
 from serving_layer.hourshare import HourSnapshot, SharedHours, snapshot_table
+from serving_layer.metrics import RateMeter
+from serving_layer.plan import Part, day_pieces, plan
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from tally import log
