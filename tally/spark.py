@@ -75,7 +75,9 @@ def java_options(cfg: TallyConfig, log_to_file: bool = True) -> str:
     return opts
 
 
-def base_conf(cfg: TallyConfig, with_jars: bool = True) -> dict[str, str]:
+def base_conf(cfg: TallyConfig, with_jars: bool = True, master: str | None = None) -> dict[str, str]:
+    """The settings of every session; ``master`` is the one it will run on (None: decided by
+    spark-submit)."""
     java_opts = java_options(cfg)
     conf = {
         "spark.sql.session.timeZone": "UTC",
@@ -95,10 +97,38 @@ def base_conf(cfg: TallyConfig, with_jars: bool = True) -> dict[str, str]:
     }
     conf.update(s3a_conf(cfg))
     if with_jars:
-        jars = connector_jars(cfg)
-        if jars:
-            conf["spark.jars"] = ",".join(jars)
+        conf.update(jars_conf(cfg, master))
+    if master and master.startswith("local"):
+        # Spark's scratch (shuffle blocks, pyspark's files) in the state directory, not /tmp: a
+        # driver that is killed cannot delete it, and what it leaves stays with its state.
+        local_dir = cfg.state_path / "spark-local"
+        local_dir.mkdir(parents=True, exist_ok=True)
+        conf["spark.local.dir"] = str(local_dir)
     return conf
+
+
+# The connector jars the running JVM was started with on its class path (see jars_conf).
+_jvm_classpath: tuple[str, ...] | None = None
+
+
+def jars_conf(cfg: TallyConfig, master: str | None) -> dict[str, str]:
+    """How a session gets the connector jars. A local master with no JVM started yet: on the
+    driver's class path, read where they lie. ``spark.jars`` would copy all of them (the AWS SDK
+    bundle alone is 655 MB) into a fresh scratch directory for every session, left behind in full
+    whenever a driver is killed. A cluster master, or a JVM started without them: ``spark.jars``
+    (the executors fetch them; a running JVM's class path cannot change)."""
+    from pyspark import SparkContext
+
+    global _jvm_classpath
+    jars = connector_jars(cfg)
+    if not jars:
+        return {}
+    if SparkContext._gateway is not None:
+        return {} if _jvm_classpath and set(jars) <= set(_jvm_classpath) else {"spark.jars": ",".join(jars)}
+    if master and master.startswith("local"):
+        _jvm_classpath = tuple(jars)
+        return {"spark.driver.extraClassPath": os.pathsep.join(jars)}
+    return {"spark.jars": ",".join(jars)}
 
 
 def s3a_conf(cfg: TallyConfig) -> dict[str, str]:
@@ -139,14 +169,17 @@ def build_session(cfg: TallyConfig, app_name: str, master: str | None = None,
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    conf = {"spark.app.name": app_name, **base_conf(cfg, with_jars), **(extra or {})}
     if master == "submit":
         # Under spark-submit its --master, --jars, --archives and --conf decide; the project's
         # settings only fill in what it was not given.
         given = submitted_conf()
+        conf = {"spark.app.name": app_name, **base_conf(cfg, with_jars, given.get("spark.master")),
+                **(extra or {})}
         conf = {k: v for k, v in conf.items() if k not in given}
     else:
-        conf["spark.master"] = master or cfg.spark.master
+        master = master or cfg.spark.master
+        conf = {"spark.app.name": app_name, **base_conf(cfg, with_jars, master), **(extra or {}),
+                "spark.master": master}
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, str(value))

@@ -20,7 +20,7 @@ def spark(tmp_path_factory):
     cfg = load_config(environ={}, overrides={"state_dir": str(state),
                                              "spark": {"master": "local[2]", "driver_memory": "1g",
                                                        "shuffle_partitions": 2}})
-    session = build_session(cfg, "tally-unit-tests", with_jars=False)
+    session = build_session(cfg, "tally-unit-tests")
     yield session
     session.stop()
 
