@@ -98,13 +98,17 @@ def base_conf(cfg: TallyConfig, with_jars: bool = True, master: str | None = Non
     conf.update(s3a_conf(cfg))
     if with_jars:
         conf.update(jars_conf(cfg, master))
-    if master and master.startswith("local"):
+    if _is_local(master):
         # Spark's scratch (shuffle blocks, pyspark's files) in the state directory, not /tmp: a
         # driver that is killed cannot delete it, and what it leaves stays with its state.
         local_dir = cfg.state_path / "spark-local"
         local_dir.mkdir(parents=True, exist_ok=True)
         conf["spark.local.dir"] = str(local_dir)
     return conf
+
+
+def _is_local(master: str | None) -> bool:
+    return bool(master) and master.startswith("local")
 
 
 # The connector jars the running JVM was started with on its class path (see jars_conf).
@@ -124,8 +128,9 @@ def jars_conf(cfg: TallyConfig, master: str | None) -> dict[str, str]:
     if not jars:
         return {}
     if SparkContext._gateway is not None:
-        return {} if _jvm_classpath and set(jars) <= set(_jvm_classpath) else {"spark.jars": ",".join(jars)}
-    if master and master.startswith("local"):
+        on_class_path = _jvm_classpath is not None and set(jars) <= set(_jvm_classpath)
+        return {} if on_class_path else {"spark.jars": ",".join(jars)}
+    if _is_local(master):
         _jvm_classpath = tuple(jars)
         return {"spark.driver.extraClassPath": os.pathsep.join(jars)}
     return {"spark.jars": ",".join(jars)}
@@ -169,17 +174,16 @@ def build_session(cfg: TallyConfig, app_name: str, master: str | None = None,
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if master == "submit":
-        # Under spark-submit its --master, --jars, --archives and --conf decide; the project's
-        # settings only fill in what it was not given.
-        given = submitted_conf()
-        conf = {"spark.app.name": app_name, **base_conf(cfg, with_jars, given.get("spark.master")),
-                **(extra or {})}
+    submitted = master == "submit"
+    # Under spark-submit its --master, --jars, --archives and --conf decide; the project's
+    # settings only fill in what it was not given.
+    given = submitted_conf() if submitted else {}
+    runs_on = given.get("spark.master") if submitted else (master or cfg.spark.master)
+    conf = {"spark.app.name": app_name, **base_conf(cfg, with_jars, runs_on), **(extra or {})}
+    if submitted:
         conf = {k: v for k, v in conf.items() if k not in given}
     else:
-        master = master or cfg.spark.master
-        conf = {"spark.app.name": app_name, **base_conf(cfg, with_jars, master), **(extra or {}),
-                "spark.master": master}
+        conf["spark.master"] = runs_on
     builder = SparkSession.builder
     for key, value in conf.items():
         builder = builder.config(key, str(value))
