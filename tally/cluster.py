@@ -83,6 +83,10 @@ class Cluster(Stack):
         return self.state / "cluster" / "work"
 
     @property
+    def local_dir(self) -> Path:
+        return self.state / "cluster" / "local"
+
+    @property
     def conf_dir(self) -> Path:
         return self.state / "cluster" / "conf"
 
@@ -101,7 +105,7 @@ class Cluster(Stack):
             "SPARK_LOCAL_IP": c.host,
             # The executors' scratch (shuffle blocks, the fetched jars' cache) under the state
             # directory: what a killed executor leaves goes with it, not into /tmp.
-            "SPARK_LOCAL_DIRS": str(self.state / "cluster" / "local"),
+            "SPARK_LOCAL_DIRS": str(self.local_dir),
             "SPARK_DAEMON_MEMORY": f"{c.daemon_heap_mb}m",
             "SPARK_DAEMON_JAVA_OPTS":
                 f"-Dlog4j2.configurationFile={(self.conf_dir / f'log4j2-{part}.properties').as_uri()}",
@@ -111,7 +115,7 @@ class Cluster(Stack):
     def _prepare(self) -> None:
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        (self.state / "cluster" / "local").mkdir(parents=True, exist_ok=True)
+        self.local_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         props = {
             # Jobs are submitted by spark-submit in client mode; no REST submission server

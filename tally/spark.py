@@ -75,7 +75,8 @@ def java_options(cfg: TallyConfig, log_to_file: bool = True) -> str:
     return opts
 
 
-def base_conf(cfg: TallyConfig, with_jars: bool = True, master: str | None = None) -> dict[str, str]:
+def base_conf(cfg: TallyConfig, with_jars: bool = True,
+              master: str | None = None) -> dict[str, str]:
     """The settings of every session; ``master`` is the one it will run on (None: decided by
     spark-submit)."""
     java_opts = java_options(cfg)
@@ -111,29 +112,29 @@ def _is_local(master: str | None) -> bool:
     return bool(master) and master.startswith("local")
 
 
-# The connector jars the running JVM was started with on its class path (see jars_conf).
-_jvm_classpath: tuple[str, ...] | None = None
-
-
 def jars_conf(cfg: TallyConfig, master: str | None) -> dict[str, str]:
     """How a session gets the connector jars. A local master with no JVM started yet: on the
     driver's class path, read where they lie. ``spark.jars`` would copy all of them (the AWS SDK
     bundle alone is 655 MB) into a fresh scratch directory for every session, left behind in full
-    whenever a driver is killed. A cluster master, or a JVM started without them: ``spark.jars``
-    (the executors fetch them; a running JVM's class path cannot change)."""
+    whenever a driver is killed. A cluster master, or a running JVM without them on its class
+    path: ``spark.jars`` (the executors fetch them; a running JVM's class path cannot change)."""
     from pyspark import SparkContext
 
-    global _jvm_classpath
     jars = connector_jars(cfg)
     if not jars:
         return {}
     if SparkContext._gateway is not None:
-        on_class_path = _jvm_classpath is not None and set(jars) <= set(_jvm_classpath)
-        return {} if on_class_path else {"spark.jars": ",".join(jars)}
+        return {} if set(jars) <= _jvm_class_path() else {"spark.jars": ",".join(jars)}
     if _is_local(master):
-        _jvm_classpath = tuple(jars)
         return {"spark.driver.extraClassPath": os.pathsep.join(jars)}
     return {"spark.jars": ",".join(jars)}
+
+
+def _jvm_class_path() -> set[str]:
+    """The class path the running JVM was started with."""
+    from pyspark import SparkContext
+
+    return set(str(SparkContext._jvm.System.getProperty("java.class.path")).split(os.pathsep))
 
 
 def s3a_conf(cfg: TallyConfig) -> dict[str, str]:

@@ -29,7 +29,7 @@ def no_jvm(monkeypatch):
     import tally.spark
 
     monkeypatch.setattr(SparkContext, "_gateway", None)
-    monkeypatch.setattr(tally.spark, "_jvm_classpath", None)
+    monkeypatch.setattr(tally.spark, "_jvm_class_path", lambda: set())
 
 
 def test_local_session_reads_the_jars_in_place(cfg, no_jvm, tmp_path):
@@ -55,11 +55,15 @@ def test_cluster_session_ships_the_jars(cfg, no_jvm):
 def test_a_running_jvm_keeps_its_class_path(cfg, no_jvm, monkeypatch):
     from pyspark import SparkContext
 
+    import tally.spark
     from tally.spark import base_conf
 
-    base_conf(cfg, master="local[2]")  # the JVM about to start gets the jars on its class path
+    # The JVM about to start gets the jars on its class path ...
+    started = base_conf(cfg, master="local[2]")["spark.driver.extraClassPath"].split(os.pathsep)
     monkeypatch.setattr(SparkContext, "_gateway", object())
-    again = base_conf(cfg, master="local[2]")  # a later session in that JVM: nothing to add
+    monkeypatch.setattr(tally.spark, "_jvm_class_path",
+                        lambda: {"/x/spark.jar", *started})
+    again = base_conf(cfg, master="local[2]")  # ... a later session in that JVM: nothing to add
     assert "spark.jars" not in again and "spark.driver.extraClassPath" not in again
 
 
@@ -82,7 +86,12 @@ def test_no_jars_asked_for(cfg, no_jvm):
 
 
 def test_the_test_session_copied_no_jar(spark):
-    """The real session of the unit tests: its jobs ran without a copy of any jar in its scratch."""
+    """The real session of the unit tests: its JVM has the jars on its class path, and its jobs
+    ran without a copy of any jar in its scratch."""
+    from tally.spark import _jvm_class_path, connector_jars
+
+    jars = connector_jars(load_config(environ={}))
+    assert jars and set(jars) <= _jvm_class_path()
     assert spark.range(10).selectExpr("sum(id)").first()[0] == 45
     local_dirs = spark.sparkContext.getConf().get("spark.local.dir")
     assert local_dirs, "a local session keeps its scratch in the state directory"
