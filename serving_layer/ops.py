@@ -45,13 +45,23 @@ def _check_kafka() -> str:
 
 
 def _check_hbase() -> str:
+    from schemas.rowkey import tables as table_specs
+    from speed_layer.store import ttl_mismatches
+
     res = resources()
     tables = res.speed._with_retry("tables", lambda conn: conn.tables())
     want = {res.cfg.hbase.speed_table, res.cfg.hbase.top_table, res.cfg.hbase.meta_table}
     missing = want - {t.decode() for t in tables}
     if missing:
         raise RuntimeError(f"tables missing: {', '.join(sorted(missing))}")
-    return "speed, top and meta tables present"
+    # A table whose TTL is not the config's would answer 0 for the buckets between the two TTLs
+    # (the API flags beyond_retention from the config's): read the TTLs on every call, never cached.
+    specs = [s for s in table_specs(res.cfg) if s.name in want]
+    differ = res.speed._with_retry("table ttls", lambda conn: ttl_mismatches(conn, specs))
+    if differ:
+        raise RuntimeError("; ".join(m.describe() for m in differ)
+                           + "; run `tally stack up` to alter the table(s) to the config's TTL")
+    return "speed, top and meta tables present, TTLs as configured"
 
 
 def _check_lake() -> str:

@@ -246,3 +246,52 @@ def write_partition(cfg: TallyConfig, rows: Iterator[Any]) -> None:
             store.write_minutes(chunk)
             chunk = []
     store.write_minutes(chunk)
+
+
+# HBase's TTL of a family kept forever (HConstants.FOREVER); a TableSpec says 0.
+HBASE_FOREVER = 2**31 - 1
+
+
+def hbase_ttl(ttl_s: int) -> int:
+    """The TTL HBase reports for a TableSpec family TTL (0 = forever)."""
+    return ttl_s if ttl_s > 0 else HBASE_FOREVER
+
+
+def ttl_text(ttl_s: int) -> str:
+    if ttl_s >= HBASE_FOREVER or ttl_s <= 0:
+        return "forever"
+    if ttl_s % 86400 == 0:
+        return f"{ttl_s}s ({ttl_s // 86400} days)"
+    return f"{ttl_s}s"
+
+
+@dataclass(frozen=True)
+class TtlMismatch:
+    """A family of an existing table whose TTL is not what the config wants (``current`` None:
+    the table lacks the family)."""
+
+    table: str
+    family: str
+    current: int | None
+    wanted: int
+
+    def describe(self) -> str:
+        if self.current is None:
+            return (f"table {self.table} has no family {self.family} "
+                    f"(the config wants it with TTL {ttl_text(self.wanted)})")
+        return (f"table {self.table} family {self.family} has TTL {ttl_text(self.current)} but "
+                f"the config wants {ttl_text(self.wanted)}")
+
+
+def ttl_mismatches(conn, specs: list[rowkey.TableSpec]) -> list[TtlMismatch]:
+    """The families of the (existing) tables ``specs`` whose TTL differs from the spec's, read
+    over Thrift through the happybase connection ``conn`` (one call a table)."""
+    out = []
+    for spec in specs:
+        have = {name.decode().rstrip(":"): desc
+                for name, desc in conn.table(spec.name).families().items()}
+        for fam, ttl in spec.families:
+            current = have[fam]["time_to_live"] if fam in have else None
+            if current != hbase_ttl(ttl):
+                out.append(TtlMismatch(spec.name, fam, current, hbase_ttl(ttl)))
+    return out

@@ -2,7 +2,9 @@
 (pre-split at the salt values, with TTLs), the file:// lake and the bucket on the S3 endpoint.
 
 Every step is idempotent; `tally stack up` runs them all after the parts are healthy, and tests
-call them with their own names to stay isolated.
+call them with their own names to stay isolated. What the config decides about an existing part
+is brought in line too: the TTLs of the HBase tables' families (hbase.speed_ttl_days) and the
+events topic's timestamp type (LogAppendTime: the receiving clock is the broker's).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from schemas.config import TallyConfig
 from schemas.rowkey import TableSpec, tables
+from speed_layer.store import ttl_mismatches, ttl_text
 from tally import PROJECT_ROOT, log
 from tally.errors import StackError
 
@@ -33,8 +36,17 @@ def end_offsets(cfg: TallyConfig, topic: str | None = None) -> dict[int, int]:
         consumer.close()
 
 
+# The events topic's records carry the broker's append time: the receiving clock of the contract
+# (max_future_ms, the watermark's ahead tolerance) is the broker's, whatever a producer stamps, and
+# a replay reads the same stored timestamps.
+TIMESTAMP_TYPE = "message.timestamp.type"
+EVENTS_TIMESTAMP_TYPE = "LogAppendTime"
+
+
 def create_topics(cfg: TallyConfig, topics: dict[str, int] | None = None) -> list[str]:
-    """Create the topics that are missing; returns the names created."""
+    """Create the topics that are missing; returns the names created. The events topic
+    (kafka.topic) is created with LogAppendTime, and an existing one with another timestamp type
+    is altered to it (printing a line saying so)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -43,18 +55,59 @@ def create_topics(cfg: TallyConfig, topics: dict[str, int] | None = None) -> lis
     admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers, request_timeout_ms=15000)
     try:
         existing = set(admin.list_topics())
-        new = [NewTopic(name, n, 1, topic_configs={
-                   "max.message.bytes": str(cfg.kafka.max_message_bytes),
-                   "retention.ms": "-1"})
+
+        def configs(name: str) -> dict[str, str]:
+            out = {"max.message.bytes": str(cfg.kafka.max_message_bytes), "retention.ms": "-1"}
+            if name == cfg.kafka.topic:
+                out[TIMESTAMP_TYPE] = EVENTS_TIMESTAMP_TYPE
+            return out
+
+        new = [NewTopic(name, n, 1, topic_configs=configs(name))
                for name, n in topics.items() if name not in existing]
         if new:
             try:
                 admin.create_topics(new, timeout_ms=15000)
             except TopicAlreadyExistsError:
                 pass
+        if cfg.kafka.topic in topics and cfg.kafka.topic in existing:
+            old = _ensure_log_append_time(admin, cfg.kafka.topic)
+            if old is not None:
+                log.progress(f"  kafka         topic {cfg.kafka.topic}: {TIMESTAMP_TYPE} "
+                             f"{old} -> {EVENTS_TIMESTAMP_TYPE}")
         return [t.name for t in new]
     finally:
         admin.close()
+
+
+def topic_timestamp_type(admin, topic: str) -> str | None:
+    """The topic's message.timestamp.type (its own or the broker default); None when the broker
+    does not report it (no such topic)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, [TIMESTAMP_TYPE])
+    res = admin.describe_configs([resource], config_filter="all")
+    entry = res.get("topic", {}).get(topic, {}).get(TIMESTAMP_TYPE)
+    return entry["value"] if entry else None
+
+
+def _ensure_log_append_time(admin, topic: str) -> str | None:
+    """Set the topic's message.timestamp.type to LogAppendTime unless it already is; returns the
+    type it had when altered, None when nothing was done. Only that key is changed (an
+    incremental alter), every other config of the topic stays."""
+    from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType
+
+    old = topic_timestamp_type(admin, topic)
+    if old == EVENTS_TIMESTAMP_TYPE:
+        return None
+    res = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                              {TIMESTAMP_TYPE: (AlterConfigOp.SET,
+                                                                EVENTS_TIMESTAMP_TYPE)})],
+                              incremental=True)
+    result = res.get("topic", {}).get(topic)
+    if result != "OK":
+        raise StackError(f"kafka: setting {TIMESTAMP_TYPE}={EVENTS_TIMESTAMP_TYPE} on topic "
+                         f"{topic} failed: {result}")
+    return old or "unknown"
 
 
 def create_table(cfg: TallyConfig, spec: TableSpec, timeout_s: float = 180) -> str:
@@ -62,11 +115,13 @@ def create_table(cfg: TallyConfig, spec: TableSpec, timeout_s: float = 180) -> s
     return create_hbase_tables(cfg, [spec], timeout_s)[0]
 
 
-def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: float = 180
-                        ) -> list[str]:
+def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: float = 180,
+                        alter_ttl: bool = False) -> list[str]:
     """Create HBase tables through the Java Admin API (Thrift v1 cannot pre-split), all in one
     JVM run; an existing table is left alone. Returns one 'created|exists <name> regions=N' line
-    per table."""
+    per table. With ``alter_ttl`` an existing table's families are brought to the specs' TTLs
+    (Thrift v1 cannot alter them either): an 'altered <name> <family> ttl=<old>-><new>' (or
+    'added <name> <family> ttl=<new>') line follows those lines for each family changed."""
     from tally.stack import java_bin, lib_dir
 
     source = PROJECT_ROOT / "infra" / "hbase" / "TallyAdmin.java"
@@ -75,6 +130,9 @@ def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: flo
         buckets = cfg.hbase.salt_buckets if spec.salted else 1
         args += [*(["--"] if args else []), spec.name, str(buckets),
                  *[f"{fam}:{ttl}" for fam, ttl in spec.families]]
+    if alter_ttl:
+        args.insert(0, "--alter-ttl")
+    changed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tally-hbase-client-") as conf:
         # A client needs only to find ZooKeeper; the Admin API does the rest.
         Path(conf, "hbase-site.xml").write_text(
@@ -92,31 +150,69 @@ def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: flo
         deadline = time.monotonic() + timeout_s
         while True:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            lines = [ln for ln in res.stdout.splitlines() if ln.startswith(("created ", "exists "))]
+            out = res.stdout.splitlines()
+            lines = [ln for ln in out if ln.startswith(("created ", "exists "))]
+            # A run that failed half way may have altered some families already: keep what it
+            # reported (a retry finds them in line and says nothing about them).
+            changed += [ln for ln in out if ln.startswith(("altered ", "added "))]
             if res.returncode == 0 and len(lines) == len(specs):
-                return lines
+                return lines + changed
             if time.monotonic() > deadline:
                 break
-            LOG.info("creating tables %s failed; retrying", ", ".join(s.name for s in specs))
+            LOG.info("%s tables %s failed; retrying", "aligning" if alter_ttl else "creating",
+                     ", ".join(s.name for s in specs))
             time.sleep(3)
     lines = (res.stdout + res.stderr).strip().splitlines()
     causes = [ln for ln in lines if "Exception" in ln and not ln.lstrip().startswith("at ")]
-    raise StackError(f"hbase: creating table(s) {', '.join(s.name for s in specs)} failed: "
+    raise StackError(f"hbase: {'altering' if alter_ttl else 'creating'} table(s) "
+                     f"{', '.join(s.name for s in specs)} failed: "
                      + ("\n".join(causes[:3]) or "\n".join(lines[-10:])))
 
 
 def create_tables(cfg: TallyConfig) -> list[str]:
+    """Create the missing tables of the config and bring the family TTLs of the existing ones to
+    the config's (hbase.speed_ttl_days), printing a line for each family altered. The TTLs are
+    read over Thrift, so the JVM runs (once) only when a table is missing or a TTL differs.
+    Returns the names of the tables created."""
     import happybase
 
+    specs = tables(cfg)
     conn = happybase.Connection(cfg.hbase.host, cfg.hbase.port, timeout=cfg.hbase.timeout_ms)
     try:
         existing = {t.decode() for t in conn.tables()}
+        differ = ttl_mismatches(conn, [s for s in specs if s.name in existing])
     finally:
         conn.close()
-    missing = [spec for spec in tables(cfg) if spec.name not in existing]
+    missing = [spec for spec in specs if spec.name not in existing]
+    to_alter = {m.table for m in differ}
+    if not missing and not to_alter:
+        return []
     if missing:
         LOG.info("creating tables %s", ", ".join(s.name for s in missing))
-        create_hbase_tables(cfg, missing)
+    for m in differ:
+        LOG.info("altering %s", m.describe())
+    out = create_hbase_tables(cfg, [s for s in specs if s.name in to_alter or s in missing],
+                              alter_ttl=bool(to_alter))
+    for line in out:
+        word, *rest = line.split(" ")
+        if word == "altered":  # altered <table> <family> ttl=<old>-><new>
+            table, fam, ttl = rest
+            old, new = (int(v) for v in ttl[len("ttl="):].split("->"))
+            log.progress(f"  hbase         table {table} family {fam}: TTL {ttl_text(old)} -> "
+                         f"{ttl_text(new)} (altered)")
+        elif word == "added":  # added <table> <family> ttl=<new>
+            table, fam, ttl = rest
+            log.progress(f"  hbase         table {table}: family {fam} added with TTL "
+                         f"{ttl_text(int(ttl[len('ttl='):]))}")
+    if to_alter:
+        # What HBase reports now, not what the Admin run printed, decides.
+        conn = happybase.Connection(cfg.hbase.host, cfg.hbase.port, timeout=cfg.hbase.timeout_ms)
+        try:
+            still = ttl_mismatches(conn, [s for s in specs if s.name in to_alter])
+        finally:
+            conn.close()
+        if still:
+            raise StackError("hbase: TTL not altered: " + "; ".join(m.describe() for m in still))
     return [s.name for s in missing]
 
 
