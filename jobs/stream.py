@@ -56,7 +56,7 @@ def _duration(text: str | None) -> str | None:
     """'2s' -> '2 seconds' (Spark's interval form); other forms pass through."""
     if not text:
         return None
-    from tally.generator import parse_duration_ms
+    from schemas.durations import parse_duration_ms
 
     return f"{parse_duration_ms(text)} milliseconds"
 

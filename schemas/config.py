@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
+from schemas.durations import parse_duration_ms
 from tally.errors import ConfigError
 
 DEFAULT_EVENT_TYPES = ("view", "like", "dislike", "share", "comment")
@@ -135,6 +136,10 @@ class EventsConfig:
     types: tuple[str, ...] = DEFAULT_EVENT_TYPES
     # An event more than this far after the receiving clock is rejected.
     max_future_ms: int = 3_600_000
+    # An accepted event stamped more than this after its receiving clock is left out of the
+    # speed views (counted in the progress record's ahead_of_clock; the batch counts it), so no
+    # event moves the watermark past the receiving clock. At most stream.watermark.
+    ahead_tolerance: str = "2 minutes"
 
     def validate(self) -> None:
         if not self.types:
@@ -145,6 +150,12 @@ class EventsConfig:
         if len(set(self.types)) != len(self.types):
             raise ConfigError("events.types: must not repeat a type")
         _positive(self, "max_future_ms")
+        if parse_duration_ms(self.ahead_tolerance, "events.ahead_tolerance") < 0:
+            raise ConfigError("events.ahead_tolerance: must be >= 0")  # pragma: no cover
+
+    @property
+    def ahead_tolerance_ms(self) -> int:
+        return parse_duration_ms(self.ahead_tolerance, "events.ahead_tolerance")
 
 
 @dataclass(frozen=True)
@@ -212,18 +223,74 @@ class StreamConfig:
     def validate(self) -> None:
         if self.max_offsets_per_trigger < 0:
             raise ConfigError("stream.max_offsets_per_trigger: must be >= 0")
+        if self.watermark_ms <= 0:
+            raise ConfigError("stream.watermark: must be > 0")
+
+    @property
+    def watermark_ms(self) -> int:
+        return parse_duration_ms(self.watermark, "stream.watermark")
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """The raw archive's file sink and its per-day index."""
+
+    section: ClassVar[str] = "archive"
+    # Entries of files committed longer ago than this are dropped from the sink's own log when
+    # Spark compacts it (every sink_log_compact_batches batches); the per-day index and the
+    # compaction manifests keep them. The nightly run covers every file within about two days of
+    # its commit, so keep this at 3 days or more.
+    sink_retention: str = "30 days"
+    sink_log_compact_batches: int = 10
+
+    def validate(self) -> None:
+        if self.sink_retention_ms <= 0:
+            raise ConfigError("archive.sink_retention: must be > 0")
+        _positive(self, "sink_log_compact_batches")
+
+    @property
+    def sink_retention_ms(self) -> int:
+        return parse_duration_ms(self.sink_retention, "archive.sink_retention")
 
 
 @dataclass(frozen=True)
 class BatchConfig:
     section: ClassVar[str] = "batch"
-    # Empty: the earliest day with raw data.
+    # Days before this one (YYYY-MM-DD) are neither pending nor computed by the nightly run
+    # (only `tally reprocess` computes them). Empty: no such limit.
     horizon_start: str = ""
+    # The longest a closed day is expected to wait for its batch views (the speed views must be
+    # kept longer: hbase.speed_ttl_days).
     max_lag_days: int = 3
     keep_versions: int = 5
+    # A day is closed for a run once its end plus this has passed and the archive has committed
+    # every record the topic held when the run started (waited for up to close_timeout_s).
+    lateness: str = "15 minutes"
+    close_timeout_s: float = 300.0
+    # Copies of an event_id on different UTC days: the earliest day's copy counts, within this
+    # many days; a day's version depends on its own raw data and that of the days before it.
+    dedup_span_days: int = 1
+    # The nightly run computes at most this many days (newest first); the rest stay pending.
+    max_days_per_run: int = 30
 
     def validate(self) -> None:
-        _positive(self, "max_lag_days", "keep_versions")
+        _positive(self, "max_lag_days", "keep_versions", "dedup_span_days", "max_days_per_run")
+        if self.close_timeout_s < 0:
+            raise ConfigError("batch.close_timeout_s: must be >= 0")
+        if self.lateness_ms < 0:
+            raise ConfigError("batch.lateness: must be >= 0")  # pragma: no cover
+        if self.horizon_start:
+            import datetime as _dt
+
+            try:
+                _dt.date.fromisoformat(self.horizon_start)
+            except ValueError:
+                raise ConfigError(f"batch.horizon_start: must be a day as YYYY-MM-DD, got "
+                                  f"{self.horizon_start!r}") from None
+
+    @property
+    def lateness_ms(self) -> int:
+        return parse_duration_ms(self.lateness, "batch.lateness")
 
 
 @dataclass(frozen=True)
@@ -246,8 +313,6 @@ class ServeConfig:
     cache_mb: int = 256
     # How long a worker reuses one listing of the publication log (0: list on every request).
     catalog_ttl_s: float = 2.0
-    # How long a worker reuses the earliest day with raw data (the default batch.horizon_start).
-    horizon_start_ttl_s: float = 300.0
     # Each worker keeps the speed part of top-K as hour totals up to this size (0: off); an
     # hour still open (not yet behind the speed layer's watermark) is read again in the
     # background once older than top_ttl_s (by the request itself once 4 times older).
@@ -290,7 +355,7 @@ class ServeConfig:
             raise ConfigError("serve.max_events: must be at most 1000 (the contract's limit)")
         if self.max_body_bytes > 1024 * 1024:
             raise ConfigError("serve.max_body_bytes: must be at most 1 MiB (the contract's limit)")
-        for name in ("catalog_ttl_s", "horizon_start_ttl_s", "hbase_retry_s", "rate_limit_per_s",
+        for name in ("catalog_ttl_s", "hbase_retry_s", "rate_limit_per_s",
                      "top_cache_mb", "top_ttl_s", "counts_cache_mb", "counts_shared_min_rate",
                      "progress_ttl_s"):
             if getattr(self, name) < 0:
@@ -365,6 +430,7 @@ class TallyConfig:
     spark: SparkConfig = field(default_factory=SparkConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     front: FrontConfig = field(default_factory=FrontConfig)
@@ -378,6 +444,10 @@ class TallyConfig:
             raise ConfigError(
                 "hbase.speed_ttl_days: must be longer than batch.max_lag_days, so that no bucket "
                 "after the batch horizon has already expired from the speed views")
+        if self.events.ahead_tolerance_ms > self.stream.watermark_ms:
+            raise ConfigError(
+                "events.ahead_tolerance: must not exceed stream.watermark, so that no event moves "
+                "the speed layer's watermark past the receiving clock")
         if self.front.read_timeout_s <= self.serve.kafka_timeout_s:
             raise ConfigError(
                 "front.read_timeout_s: must be longer than serve.kafka_timeout_s, so nginx does not "

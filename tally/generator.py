@@ -28,6 +28,7 @@ import numpy as np
 from schemas.config import TallyConfig
 from schemas.event import MIN_TS_MS, format_ms, to_json
 from tally import log
+from schemas.durations import parse_duration_ms
 from tally.errors import GeneratorError
 
 LOG = log.get("generator")
@@ -105,6 +106,9 @@ class GeneratorOptions:
     invalid: float = 0.0
     watermark_ms: int | None = None
     zipf_s: float = 1.1
+    # Retries re-stamped by the client: a copy carries its original's ts plus 1..restamp_ms ms
+    # (0: copies carry the original's ts). Across midnight the copy falls on the next day.
+    restamp_ms: int = 0
 
     def validate(self) -> None:
         if self.events < 1:
@@ -119,6 +123,8 @@ class GeneratorOptions:
                 raise GeneratorError(f"--{name}: must be a fraction between 0 and 1")
         if self.late + self.duplicates > 1.0:
             raise GeneratorError("--late plus --duplicates: must not exceed 1")
+        if self.restamp_ms < 0:
+            raise GeneratorError("--restamp-ms: must be >= 0")
 
 
 def parse_start(text: str) -> int:
@@ -134,20 +140,6 @@ def parse_start(text: str) -> int:
     if ms is None:
         raise GeneratorError(f"--start: must be YYYY-MM-DD or RFC 3339 with an offset, got {text!r}")
     return ms
-
-
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*")
-_UNITS = {"ms": 1, "millisecond": 1, "milliseconds": 1, "s": 1000, "sec": 1000, "second": 1000,
-          "seconds": 1000, "m": 60_000, "min": 60_000, "minute": 60_000, "minutes": 60_000,
-          "h": 3_600_000, "hour": 3_600_000, "hours": 3_600_000}
-
-
-def parse_duration_ms(text: str) -> int:
-    """'10 minutes', '30 seconds', '2s', '500 ms' -> milliseconds."""
-    m = _DURATION.fullmatch(text.lower())
-    if not m or m.group(2) not in _UNITS:
-        raise GeneratorError(f"duration: cannot read {text!r} (try '10 minutes' or '2s')")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def video_ids(n: int) -> list[str]:
@@ -206,6 +198,11 @@ class Traffic:
         late_pick = late_pick[has_slot]
         send_key[late_pick] = self.ts[j[has_slot]]
         dup_key = self.ts[dup_pick] + rng.integers(0, DUPLICATE_DELAY_MS, size=n_dup)
+        # A re-stamped retry is stamped later than its original and sent once that time is due.
+        self.restamp = np.zeros(n, np.int64)
+        if opts.restamp_ms:
+            self.restamp[dup_pick] = rng.integers(1, opts.restamp_ms + 1, size=n_dup)
+            dup_key = np.maximum(dup_key, self.ts[dup_pick] + self.restamp[dup_pick])
 
         n_inv = int(round(opts.invalid * n))
         inv_key = rng.integers(start_ms, self.end_ms, size=n_inv)
@@ -241,14 +238,16 @@ class Traffic:
         self.n_dup, self.n_inv = n_dup, n_inv
 
     # Records ---------------------------------------------------------------------------------
-    def event(self, i: int) -> dict[str, Any]:
+    def event(self, i: int, retry: bool = False) -> dict[str, Any]:
+        """Event ``i``; ``retry``: its client retry's copy (re-stamped with ``restamp_ms``)."""
         vid = self.videos[self.video_idx[i]]
+        ts = int(self.ts[i] + (self.restamp[i] if retry else 0))
         e: dict[str, Any] = {
             "event_id": f"e{self.opts.seed}-{i:09d}",
             "video_id": vid,
             "event_type": self.event_types[self.type_idx[i]],
             # Alternate the two forms the contract allows.
-            "ts": format_ms(int(self.ts[i])) if i % 2 == 0 else int(self.ts[i]),
+            "ts": format_ms(ts) if i % 2 == 0 else ts,
         }
         if self.watch_ms[i] >= 0:
             e["watch_ms"] = int(self.watch_ms[i])
@@ -270,7 +269,7 @@ class Traffic:
             if kind == 2:
                 value, key = self.invalid_record(i)
             else:
-                e = self.event(i)
+                e = self.event(i, retry=kind == 1)
                 value, key = to_json(e), e["video_id"].encode()
             yield kind, i, value, key
 
@@ -279,7 +278,10 @@ class Traffic:
 
     # Truth -----------------------------------------------------------------------------------
     def truth_table(self):
-        """The exact expected counts per (video, event type, minute) as an Arrow table."""
+        """The exact expected counts per (video, event type, minute) as an Arrow table: one per
+        distinct event, at its original's time. By the contract's rule that is the copy that
+        counts: within a day the copy first written (the original is sent before its retry),
+        across days the earlier day's (a re-stamped retry is never earlier than its original)."""
         import pyarrow as pa
 
         minute = self.ts // MINUTE_MS * MINUTE_MS
@@ -450,14 +452,16 @@ def write_archive_rows(cfg: TallyConfig, traffic: Traffic, out_dir: str,
     for p in range(parts):
         at = np.flatnonzero(part == p)
         offset[at] = np.arange(len(at))
-    kafka_ts = traffic.ts[idx]
+    retry = traffic.send_kind[valid] == 1
+    kafka_ts = traffic.ts[idx] + np.where(retry, traffic.restamp[idx], 0)
     written = 0
     bar = tqdm(total=len(idx), unit="rec", unit_scale=True, mininterval=1.0, disable=log._QUIET,
                desc="archive rows", leave=False)
     try:
         for n, lo in enumerate(range(0, len(idx), chunk)):
             hi = min(lo + chunk, len(idx))
-            table = archive_table([traffic.event(int(i)) for i in idx[lo:hi]], part[lo:hi],
+            table = archive_table([traffic.event(int(i), bool(r)) for i, r in zip(idx[lo:hi], retry[lo:hi])],
+                                  part[lo:hi],
                                   offset[lo:hi], kafka_ts[lo:hi])
             pq.write_table(table, os.path.join(out_dir, f"part-{n:05d}.parquet"))
             written += hi - lo

@@ -134,3 +134,34 @@ def test_popularity_is_skewed(run):
         per_video[r["video_id"]] += r["count"]
     ranked = [c for _, c in per_video.most_common()]
     assert ranked[0] > 10 * ranked[len(ranked) // 2]
+
+
+def test_restamped_retries_are_later_copies_and_the_truth_counts_the_earlier_day(tmp_path):
+    """--restamp-ms: every retry copy is stamped after its original (some across midnight); the
+    truth is the contract's rule applied independently: per event_id the copy on the earliest
+    day counts, within a day the first one sent."""
+    from schemas.event import parse_rfc3339_ms
+
+    lines, truth = generate(tmp_path, "restamp", "--restamp-ms", "3600000")
+    v = EventValidator()
+    clock = int(time.time() * 1000)
+    copies: dict[str, list[dict]] = collections.defaultdict(list)
+    for raw in lines:
+        try:
+            e = v.validate_raw(raw, clock)
+        except ValidationError:
+            continue
+        copies[e["event_id"]].append(e)
+    retried = {k: c for k, c in copies.items() if len(c) > 1}
+    assert retried and all(c[1]["ts"] > c[0]["ts"] for c in retried.values())
+    day = lambda e: e["ts"] // 86_400_000  # noqa: E731
+    assert any(day(c[1]) != day(c[0]) for c in retried.values())  # some cross midnight
+    want: collections.Counter = collections.Counter()
+    for c in copies.values():
+        first_day = min(day(e) for e in c)
+        counted = next(e for e in c if day(e) == first_day)  # the first sent on that day
+        want[(counted["video_id"], counted["event_type"], counted["ts"] // 60_000 * 60_000)] += 1
+    got = {(r["video_id"], r["event_type"], int(r["minute"].timestamp() * 1000)): r["count"]
+           for r in truth.to_pylist()}
+    assert got == dict(want)
+
