@@ -18,6 +18,7 @@ app restarts that query from its checkpoint with backoff while the archive keeps
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -104,27 +105,71 @@ def _kafka_lag(source: dict[str, Any]) -> int | None:
         return None
 
 
+def _ms(text: Any) -> int | None:
+    from schemas.event import parse_rfc3339_ms
+
+    return parse_rfc3339_ms(str(text)) if text else None
+
+
+def time_counters(p: dict[str, Any], previous: dict[str, Any] | None) -> tuple[dict[str, list[int]], int]:
+    """This batch's per-day counters from its observed metrics: {day: [dropped late, ahead of
+    the clock]}, and the rows Spark dropped as late that the candidates do not account for.
+
+    Spark filters a batch's late rows against the watermark the previous batch reported (the
+    previous progress record's), so the late ones are the candidates at or before it."""
+    from speed_layer.transform import TIME_METRICS
+
+    observed = (p.get("observedMetrics") or {}).get(TIME_METRICS) or {}
+    out: dict[str, list[int]] = {}
+    for b in observed.get("ahead") or ():
+        day = (dt.date(1970, 1, 1) + dt.timedelta(days=int(b["x"]))).isoformat()
+        out.setdefault(day, [0, 0])[1] += int(b["y"])
+    watermark = _ms((previous or {}).get("watermark")) if previous else None
+    attributed = 0
+    if watermark:
+        for t in observed.get("late") or ():
+            if int(t) <= watermark:
+                day = (dt.date(1970, 1, 1) + dt.timedelta(days=int(t) // 86_400_000)).isoformat()
+                out.setdefault(day, [0, 0])[0] += 1
+                attributed += 1
+    dropped = sum(int(op.get("numRowsDroppedByWatermark", 0) or 0) for op in p.get("stateOperators", []))
+    return out, max(0, dropped - attributed)
+
+
 def progress_record(p: dict[str, Any], previous: dict[str, Any] | None,
                     archive: dict[str, Any]) -> dict[str, Any]:
     """The speed layer's progress record from a Spark progress event (as a dict).
 
-    ``dropped_late`` is cumulative over the checkpoint's life: the previous record's total plus
-    this batch's rows dropped by the watermark (each committed batch is reported once)."""
+    ``dropped_late`` and ``ahead_of_clock`` are cumulative over the checkpoint's life: the
+    previous record's totals plus this batch's (each committed batch is reported once; a batch
+    reported again replaces its own contribution). ``batch_days`` holds this batch's per-day
+    counters ({day: [dropped late, ahead of the clock]}), which the listener adds to the per-day
+    counters row; ``late_unattributed`` counts rows Spark dropped that no day could be given."""
     dropped = sum(int(op.get("numRowsDroppedByWatermark", 0) or 0) for op in p.get("stateOperators", []))
-    before = 0
-    if previous and int(previous.get("batch_id", -1)) < int(p["batchId"]):
-        before = int(previous.get("dropped_late", 0))
-    elif previous:
-        before = int(previous.get("dropped_late", 0)) - int(previous.get("dropped_late_in_batch", 0))
+    prev = previous or {}
+    replay = bool(previous) and int(prev.get("batch_id", -1)) >= int(p["batchId"])
+    # On a replayed batch, the watermark it filtered with is the one before the previous record.
+    before = prev.get("previous_watermark") if replay else prev.get("watermark")
+    days, unattributed = time_counters(p, {"watermark": before} if before else None)
+    base = {k: int(prev.get(k, 0) or 0) - (int(prev.get(f"{k}_in_batch", 0) or 0) if replay else 0)
+            for k in ("dropped_late", "ahead_of_clock", "late_unattributed")}
+    ahead = sum(v[1] for v in days.values())
     event_time = p.get("eventTime") or {}
     return {
         "batch_id": int(p["batchId"]),
-        "max_event_time": event_time.get("max") or (previous or {}).get("max_event_time"),
-        "watermark": event_time.get("watermark") or (previous or {}).get("watermark"),
+        "max_event_time": event_time.get("max") or prev.get("max_event_time"),
+        "watermark": event_time.get("watermark") or prev.get("watermark"),
+        "previous_watermark": before,
         "processing_time": p.get("timestamp"),
         "input_rows": int(p.get("numInputRows", 0)),
-        "dropped_late": before + dropped,
+        "dropped_late": base["dropped_late"] + dropped,
         "dropped_late_in_batch": dropped,
+        "ahead_of_clock": base["ahead_of_clock"] + ahead,
+        "ahead_of_clock_in_batch": ahead,
+        "late_unattributed": base["late_unattributed"] + unattributed,
+        "late_unattributed_in_batch": unattributed,
+        "batch_days": days,
+        "replayed": replay,
         "kafka_lag": _kafka_lag(p["sources"][0]) if p.get("sources") else None,
         # Where the speed query has read up to ({topic: {partition: next offset}}).
         "offsets": _offsets(p["sources"][0]) if p.get("sources") else None,
@@ -136,9 +181,13 @@ def progress_record(p: dict[str, Any], previous: dict[str, Any] | None,
 def make_listener(cfg: TallyConfig, state: ProgressState):
     from pyspark.sql.streaming import StreamingQueryListener
 
+    from speed_layer import archive_index
     from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
+    from tally.lake import lake_store
 
     store = HBaseSpeedStore(cfg, retry_s=5)
+    lake = lake_store(cfg)
+    index = archive_index.ArchiveIndex(lake)
 
     class ProgressListener(StreamingQueryListener):
         def onQueryStarted(self, event) -> None:  # noqa: N802 - Spark's names
@@ -167,17 +216,41 @@ def make_listener(cfg: TallyConfig, state: ProgressState):
                 state.archive = {"batch_id": int(p["batchId"]), "rows": int(p.get("numInputRows", 0)),
                                  "offsets": _offsets(src), "kafka_lag": _kafka_lag(src),
                                  "processing_time": p.get("timestamp")}
+                self._index(state.archive)
                 store.write_progress(state.archive, ARCHIVE_ROW)
                 log.kv(LOG, 20, "archive batch", **{k: v for k, v in state.archive.items() if k != "offsets"})
                 return
             if name != "speed":
                 return
-            record = progress_record(p, store.read_progress(), state.archive)
+            previous = store.read_progress()
+            record = progress_record(p, previous, state.archive)
+            # Per-day counters first (a replayed batch takes back what it added before): the
+            # record names the batch, so a crash between the two writes is found by the replay.
+            deltas = {d: list(v) for d, v in record["batch_days"].items()}
+            if record["replayed"]:
+                for d, v in ((previous or {}).get("batch_days") or {}).items():
+                    cur = deltas.setdefault(d, [0, 0])
+                    cur[0] -= int(v[0])
+                    cur[1] -= int(v[1])
+            if any(v[0] or v[1] for v in deltas.values()):
+                store.add_day_counters(deltas)
             store.write_progress(record)
             log.kv(LOG, 20, "speed batch", batch_id=record["batch_id"], rows=record["input_rows"],
                    max_event_time=record["max_event_time"], watermark=record["watermark"],
-                   dropped_late=record["dropped_late"], kafka_lag=record["kafka_lag"],
+                   dropped_late=record["dropped_late"], ahead_of_clock=record["ahead_of_clock"],
+                   kafka_lag=record["kafka_lag"],
                    archive_lag=state.archive.get("kafka_lag"))
+
+        def _index(self, archive: dict[str, Any]) -> None:
+            """The archive's per-day index learns the batch's files and the committed position
+            (a failure here is caught up by the next batch's sync or the nightly run's)."""
+            offsets = (archive.get("offsets") or {}).get(cfg.kafka.topic)
+            position = ({"topic": cfg.kafka.topic, "offsets": {str(k): int(v) for k, v in offsets.items()},
+                         "at": archive.get("processing_time")} if offsets else None)
+            try:
+                archive_index.sync(cfg, lake, archive=position, by="stream", index=index)
+            except Exception as exc:  # noqa: BLE001 - a listener must never kill the job
+                LOG.warning("archive index not updated: %s: %s", type(exc).__name__, exc)
 
     return ProgressListener()
 
@@ -224,7 +297,8 @@ class StreamingApp:
         from speed_layer.store import write_partition
 
         cfg = self.cfg
-        counts = transform.minute_counts(transform.valid(self._source()), cfg.stream.watermark)
+        counts = transform.minute_counts(transform.valid(self._source()), cfg.stream.watermark,
+                                         cfg.events.ahead_tolerance_ms)
 
         crash_after = _fault_point("TALLY_FAULT_KILL_AFTER_HBASE_WRITE")
 

@@ -19,11 +19,6 @@ from tally import log
 from tally.errors import TallyError
 from tally.lake import spark_uri
 
-# Entries of files older than this are dropped from the sink's log when Spark compacts it (the
-# files stay); a closed day is read through its compaction manifest after that.
-SINK_RETENTION = "30d"
-
-
 def archive_uri(cfg: TallyConfig) -> str:
     return spark_uri(f"{cfg.lake_uri}/{ARCHIVE_KEY}")
 
@@ -37,7 +32,10 @@ def write_stream(rows, cfg: TallyConfig, checkpoint: Path, name: str = "archive"
             .partitionBy(*ARCHIVE_PARTITION_COLUMNS)
             .option("path", path or archive_uri(cfg))
             .option("checkpointLocation", str(checkpoint))
-            .option("retention", SINK_RETENTION))
+            # Entries of files older than this are dropped from the sink's own log when Spark
+            # compacts it (the files stay; the archive's index and the compaction manifests
+            # keep them).
+            .option("retention", f"{cfg.archive.sink_retention_ms}ms"))
 
 
 class ArchiveSinkInUse(TallyError):
@@ -82,6 +80,10 @@ def import_files(spark, cfg: TallyConfig, staging: str) -> int:
     query = (write_stream(rows, cfg, checkpoint, name="archive-import", path=target)
              .trigger(availableNow=True).start())
     query.awaitTermination()
+    from speed_layer import archive_index
+    from tally.lake import lake_store
+
+    archive_index.sync(cfg, lake_store(cfg), sinks=[f"{IMPORTS_KEY}/{ident}"], by="import")
     loaded = spark.read.schema(schema).parquet(source).count()
     log.progress(f"archive import: {loaded:,} rows from {staging} into {target}")
     return loaded

@@ -26,6 +26,9 @@ LOG = log.get("speed.store")
 _LONG = struct.Struct(">q")
 PROGRESS_ROW = b"progress:speed"
 ARCHIVE_ROW = b"progress:archive"
+# Per UTC day of event time: the events dropped as late and those left out as ahead of the
+# clock, one cell per day (only the streaming job's listener writes it).
+COUNTERS_ROW = b"counters:speed"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class SpeedStore(Protocol):
     def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None: ...
 
     def read_progress(self, row: bytes = PROGRESS_ROW) -> dict[str, Any] | None: ...
+
+    def add_day_counters(self, deltas: dict[str, list[int]]) -> None: ...
+
+    def read_day_counters(self, day: str) -> dict[str, int]: ...
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -233,6 +240,32 @@ class HBaseSpeedStore:
         cells = self._with_retry("read_progress", lambda conn: conn.table(
             self.cfg.hbase.meta_table).row(row, columns=[b"p:record"]))
         return json.loads(cells[b"p:record"]) if cells else None
+
+    def add_day_counters(self, deltas: dict[str, list[int]]) -> None:
+        """Add [dropped late, ahead of the clock] to each day's counters (read, add, put: the
+        listener is the only writer)."""
+        cols = [f"p:d{d}".encode() for d in sorted(deltas)]
+
+        def update(conn) -> None:
+            table = conn.table(self.cfg.hbase.meta_table)
+            have = table.row(COUNTERS_ROW, columns=cols)
+            out = {}
+            for d in sorted(deltas):
+                col = f"p:d{d}".encode()
+                cur = json.loads(have[col]) if col in have else {"dropped_late": 0, "ahead_of_clock": 0}
+                cur["dropped_late"] = max(0, cur["dropped_late"] + int(deltas[d][0]))
+                cur["ahead_of_clock"] = max(0, cur["ahead_of_clock"] + int(deltas[d][1]))
+                out[col] = json.dumps(cur, sort_keys=True).encode()
+            table.put(COUNTERS_ROW, out)
+
+        self._with_retry("add_day_counters", update)
+
+    def read_day_counters(self, day: str) -> dict[str, int]:
+        """{"dropped_late": n, "ahead_of_clock": n} of one UTC day of event time."""
+        col = f"p:d{day}".encode()
+        cells = self._with_retry("read_day_counters", lambda conn: conn.table(
+            self.cfg.hbase.meta_table).row(COUNTERS_ROW, columns=[col]))
+        return json.loads(cells[col]) if col in cells else {"dropped_late": 0, "ahead_of_clock": 0}
 
 
 def write_partition(cfg: TallyConfig, rows: Iterator[Any]) -> None:

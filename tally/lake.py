@@ -53,6 +53,18 @@ def arrow_s3_filesystem(cfg: TallyConfig):
     return fs.S3FileSystem(**kwargs)
 
 
+def arrow_filesystem(cfg: TallyConfig, uri: str, fs=None):
+    """(pyarrow filesystem, path) of a lake URI (file://, s3:// or s3a://); ``fs`` reuses one."""
+    from pyarrow import fs as pafs
+
+    from urllib.parse import unquote
+
+    u = urlparse(uri)
+    if u.scheme == "file":
+        return fs or pafs.LocalFileSystem(), unquote(u.path)
+    return fs or arrow_s3_filesystem(cfg), f"{u.netloc}{u.path}"
+
+
 # Object access with a conditional create ----------------------------------------------------
 #
 # The batch layer publishes through an append-only log of small JSON objects, each created only
@@ -68,6 +80,7 @@ class LakeStore:
     def put(self, key: str, data: bytes) -> None: ...
     def put_if_absent(self, key: str, data: bytes) -> bool: ...
     def list(self, prefix: str) -> list[str]: ...
+    def children(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> int: ...
     def size(self, key: str) -> int: ...
 
@@ -130,6 +143,11 @@ class FileLakeStore(LakeStore):
             return []
         return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
                       if p.is_file() and not p.name.startswith("."))
+
+    def children(self, prefix: str) -> list[str]:
+        """The names directly under ``prefix`` (a folder), files and folders."""
+        base = self._path(prefix)
+        return sorted(p.name for p in base.iterdir() if not p.name.startswith(".")) if base.is_dir() else []
 
     def size(self, key: str) -> int:
         return self._path(key).stat().st_size
@@ -204,6 +222,16 @@ class S3LakeStore(LakeStore):
             Bucket=self.bucket, Prefix=self._key(prefix))
         for page in self._call(lambda: list(pages)):
             out.extend(o["Key"][strip:] for o in page.get("Contents", []))
+        return sorted(out)
+
+    def children(self, prefix: str) -> list[str]:
+        base = self._key(prefix.rstrip("/") + "/")
+        out: set[str] = set()
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=base, Delimiter="/")
+        for page in self._call(lambda: list(pages)):
+            out.update(p["Prefix"][len(base):].rstrip("/") for p in page.get("CommonPrefixes", []))
+            out.update(o["Key"][len(base):] for o in page.get("Contents", []))
         return sorted(out)
 
     def size(self, key: str) -> int:

@@ -95,6 +95,8 @@ def base_conf(cfg: TallyConfig, with_jars: bool = True,
         # snapshot of every store each batch (snapshots go in the background). Spark reads
         # existing snapshot checkpoints with it on, and can turn it off again.
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        # How often a file sink compacts its log (and drops entries past archive.sink_retention).
+        "spark.sql.streaming.fileSink.log.compactInterval": str(cfg.archive.sink_log_compact_batches),
     }
     conf.update(s3a_conf(cfg))
     if with_jars:
