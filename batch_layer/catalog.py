@@ -1,17 +1,19 @@
-"""The publication log of batch views: which version of each day readers see, and the horizon.
+"""The publication log of batch views: which version of each day readers see.
 
 Layout under the lake (``views/``)::
 
-    views/date=2026-11-21/v=<version>/{minute,hour,day}/part-*.parquet   a computed version
-    views/_log/date=2026-11-21/0000000001.json                           publication entries
+    views/_runs/<version>/{minute,hour,day}/date=2026-11-21/part-*.parquet  a run's versions
+    views/date=2026-11-21/v=<version>/{minute,hour,day}/part-*.parquet       (one-day runs before)
+    views/_log/date=2026-11-21/0000000001.json                              publication entries
 
 A version is written completely and verified before anything refers to it. Publishing appends the
 next entry of the day's log with a create-if-absent write (S3 ``If-None-Match: *``, a hard link
 locally): two runs racing for the same position cannot both win, so no publication is lost and a
 reader always finds one complete version, the one the newest entry names. A run whose input was
 listed before that of the version already published does not publish over it (a slow nightly run
-cannot replace a newer reprocess). Rolling back appends an entry naming an older version again.
-The batch horizon is derived from the log alone.
+cannot replace a newer reprocess). Rolling back appends an entry naming an older version again,
+pinned. What the log means for readers (the horizon, pending and pinned days) is
+:mod:`batch_layer.published`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,22 @@ def new_version() -> str:
 
 
 def version_key(day: str, version: str) -> str:
+    """Where a one-day run wrote a version (the layout before runs wrote many days at once)."""
     return f"{VIEWS_KEY}/date={day}/v={version}"
+
+
+RUNS_KEY = f"{VIEWS_KEY}/_runs"
+GRANULARITIES = ("minute", "hour", "day")
+
+
+def run_key(version: str) -> str:
+    """Where a run writes the views of all its days: ``<run>/<granularity>/date=D/``."""
+    return f"{RUNS_KEY}/{version}"
+
+
+def version_prefixes(day: str, version: str) -> list[str]:
+    """Every place a version of a day may have files, in either layout."""
+    return [version_key(day, version)] + [f"{run_key(version)}/{g}/date={day}" for g in GRANULARITIES]
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,11 @@ class Catalog:
                 out.append(json.loads(data))
         return out
 
+    def entry(self, day: str, seq: int) -> dict[str, Any] | None:
+        """One publication entry (immutable once written)."""
+        data = self.store.get(f"{LOG_KEY}/date={day}/{seq:010d}.json")
+        return json.loads(data) if data is not None else None
+
     def current(self, day: str) -> dict[str, Any] | None:
         keys = self._entry_keys(day)
         if not keys:
@@ -97,18 +119,6 @@ class Catalog:
             if m:
                 days[m.group(1)] = max(days.get(m.group(1), 0), int(m.group(2)))
         return dict(sorted(days.items()))
-
-    def horizon(self, horizon_start: dt.date | None) -> dt.datetime | None:
-        """The end of the last day D such that every day from ``horizon_start`` through D is
-        published (``horizon_start`` itself when it is not); None without a ``horizon_start``
-        (no raw data and none configured)."""
-        if horizon_start is None:
-            return None
-        published = self.published_days()
-        day = horizon_start
-        while day.isoformat() in published:
-            day += dt.timedelta(days=1)
-        return dt.datetime.combine(day, dt.time(), dt.timezone.utc)
 
     # -- writing --------------------------------------------------------------------------------
     def publish(self, day: str, record: dict[str, Any], action: str = "publish",
@@ -130,7 +140,10 @@ class Catalog:
                                          f"{current['input']['listed_at']}) is newer")
             entry = {**record, "day": day, "seq": seq, "action": action,
                      "published_at": now_rfc3339(),
-                     "previous_version": current["version"] if current else None}
+                     "previous_version": current["version"] if current else None,
+                     # A rolled-back day stays as it is until `batch --date D --force` or
+                     # `reprocess` publishes it again: the nightly run leaves it alone.
+                     "pinned": action == "rollback"}
             payload = json.dumps(entry, indent=1, sort_keys=True).encode()
             if self.store.put_if_absent(f"{LOG_KEY}/date={day}/{seq:010d}.json", payload):
                 log.kv(LOG, 20, "published", day=day, seq=seq, version=version, action=action)
@@ -150,12 +163,21 @@ class Catalog:
             raise PublishError(f"--date {day}: version {current} is the first published; "
                                f"there is no earlier version to roll back to")
         record = next(e for e in reversed(entries) if e["version"] == target)
-        if not self.store.list(version_key(day, target) + "/"):
+        if not self._version_kept(day, record):
             raise PublishError(f"--date {day}: the earlier version {target} is no longer kept "
                                f"(batch.keep_versions = {self.cfg.batch.keep_versions})")
         keep = {k: v for k, v in record.items()
-                if k not in ("seq", "action", "published_at", "previous_version", "day")}
+                if k not in ("seq", "action", "published_at", "previous_version", "day", "pinned")}
         return self.publish(day, keep, action="rollback", force=True)
+
+    def _version_kept(self, day: str, entry: dict[str, Any]) -> bool:
+        views = entry.get("views") or {}
+        files = [k for g in views.values() for k in g.get("files", ())]
+        if files:
+            return bool(self.store.list(files[0]))
+        if views and all(int(g.get("rows", 0)) == 0 for g in views.values()):
+            return True  # an empty version has no files to keep
+        return any(self.store.list(p + "/") for p in version_prefixes(day, entry["version"]))
 
     def cleanup(self, day: str, grace: dt.timedelta = dt.timedelta(hours=6)) -> list[str]:
         """Remove the day's versions beyond the newest ``batch.keep_versions`` published ones, and
@@ -170,6 +192,9 @@ class Catalog:
         prefix = f"{VIEWS_KEY}/date={day}/"
         versions = {k[len(prefix):].split("/", 1)[0][2:] for k in self.store.list(prefix)
                     if k[len(prefix):].startswith("v=")}
+        for run in self.store.children(f"{RUNS_KEY}/"):
+            if any(self.store.list(p + "/") for p in version_prefixes(day, run)[1:]):
+                versions.add(run)
         now = dt.datetime.now(dt.timezone.utc)
         removed = []
         for v in sorted(versions):
@@ -179,7 +204,8 @@ class Catalog:
             created = (dt.datetime.strptime(m.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
                        if m else now)
             if v in published or now - created > grace:
-                self.store.delete_prefix(version_key(day, v))
+                for p in version_prefixes(day, v):
+                    self.store.delete_prefix(p)
                 removed.append(v)
         if removed:
             log.kv(LOG, 20, "removed old versions", day=day, versions=",".join(removed))

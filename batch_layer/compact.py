@@ -1,13 +1,13 @@
 """Compaction of a closed day of the raw archive: its many small files (one per micro-batch and
 hour) rewritten into a few large ones, without changing its content.
 
-The compacted files go to ``raw/compacted/event_date=D/c=<id>/``; they are verified against the
-input (row count and an order-independent checksum of every row), then a manifest is appended to
-the day's compaction log (create-if-absent, like the batch views' publication) naming the
-compacted files and every file they cover. From then on the batch layer reads the compacted files
-plus any file committed for the day that the manifest does not cover (late arrivals), so nothing
-is lost or read twice. Compaction also keeps a day readable once the sink's log has dropped its
-entries (``retention``). The original files are left in place; nothing reads them any more.
+Only the files no compaction covers yet are rewritten, to ``raw/compacted/event_date=D/c=<id>/``;
+they are verified against their input (row count and an order-independent checksum of every
+row), then a manifest is appended to the day's compaction log (create-if-absent, like the batch
+views' publication) naming every compacted file of the day and every sink file they cover, and
+the archive's index records it. From then on readers read the compacted files plus any file
+committed for the day that the manifest does not cover (late arrivals), so nothing is lost or
+read twice. The original files are left in place; nothing reads them any more.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import math
 import uuid
 
 from batch_layer import source
+from speed_layer import archive_index
+from speed_layer.archive_index import ArchiveIndex
 from schemas.archive import ARCHIVE_COLUMNS, ARCHIVE_PARTITION_COLUMNS, COMPACTED_KEY
 from schemas.config import TallyConfig
 from tally import log
@@ -41,18 +43,33 @@ def _fingerprint(df) -> tuple[int, int]:
     return int(row["n"]), int(row["h"] or 0)
 
 
-def compact_day(spark, cfg: TallyConfig, day: dt.date) -> dict:
+def compaction_log(day: str) -> str:
+    return f"{COMPACTED_KEY}/event_date={day}/_log/"
+
+
+def compact_day(spark, cfg: TallyConfig, day: dt.date, index: ArchiveIndex | None = None) -> dict | None:
+    """Rewrite the day's sink files that no compaction covers yet into a few large files and
+    append a manifest covering them and everything the previous one covered; returns it (None
+    when every file of the day is covered already). Work grows with the uncovered files only, so
+    the late files of an old day cost what they hold."""
     store = lake_store(cfg)
+    index = index or ArchiveIndex(store)
+    archive_index.sync(cfg, store, index=index, by="compact")
     name = day.isoformat()
-    inp = source.day_input(cfg, day, store)
-    if not inp.files:
+    files = index.day(name)
+    if not files.files:
         raise TallyError(f"--date {name}: the archive has no files for this day")
-    log.progress(f"compact {name}: {len(inp.files)} files, {inp.bytes / 1e6:.1f} MB")
-    raw = source.read_input(spark, inp)
+    todo = files.uncovered()
+    if not todo:
+        log.progress(f"compact {name}: every file is covered by manifest {files.compaction.manifest}")
+        return None
+    size = sum(f.size for f in todo)
+    log.progress(f"compact {name}: {len(todo)} files, {size / 1e6:.1f} MB")
+    raw = source.read_files(spark, todo)
     want = _fingerprint(raw)
     ident = f"{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     key = f"{COMPACTED_KEY}/event_date={name}/c={ident}"
-    n_files = max(1, math.ceil(inp.bytes / TARGET_FILE_BYTES))
+    n_files = max(1, math.ceil(size / TARGET_FILE_BYTES))
     (raw.repartition(n_files).sortWithinPartitions("video_id", "ts")
      .write.mode("errorifexists").parquet(spark_uri(store.url(key))))
     written = [k for k in store.list(key + "/") if k.endswith(".parquet")]
@@ -60,24 +77,28 @@ def compact_day(spark, cfg: TallyConfig, day: dt.date) -> dict:
     got = _fingerprint(out)
     if got != want:
         raise CompactionError(f"{name}: compacted files hold (rows, checksum) {got}, the input {want}")
-    # What the manifest covers is always expressed in sink files: those the previous compaction
-    # covered (its compacted files were part of this input) and the uncovered ones read now.
-    previous = source.latest_compaction(store, name)
-    prev_files = {f["path"] for f in previous["files"]} if previous else set()
-    covered = sorted(set(previous["covered"] if previous else ()) |
-                     {f.path for f in inp.files if f.path not in prev_files})
+    previous = files.compaction
     manifest = {
         "day": name, "id": ident, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "rows": want[0], "checksum": str(want[1]), "covered": covered,
-        "files": [{"path": store.url(k), "size": store.size(k)} for k in written],
+        "rows": (previous.rows if previous else 0) + want[0], "checksum": str(want[1]),
+        # Always expressed in sink files: what the previous manifest covered and what it adds.
+        "covered": sorted((previous.covered if previous else frozenset()) | {f.path for f in todo}),
+        "files": ([{"path": f.path, "size": f.size} for f in previous.files] if previous else [])
+        + [{"path": store.url(k), "size": store.size(k)} for k in written],
     }
-    logkey = source.compaction_log(name)
+    logkey = compaction_log(name)
     for _ in range(100):
         seq = len([k for k in store.list(logkey) if k.endswith(".json")]) + 1
-        if store.put_if_absent(f"{logkey}{seq:010d}.json", json.dumps(manifest, indent=1).encode()):
+        mkey = f"{logkey}{seq:010d}.json"
+        if store.put_if_absent(mkey, json.dumps(manifest, indent=1).encode()):
             break
     else:
         raise CompactionError(f"{name}: could not append to the compaction log")
-    log.progress(f"compact {name}: {len(inp.files)} files -> {len(written)} ({want[0]:,} rows, "
+    counter = archive_index.RowCounter(cfg)
+    known = {f.path: f.rows for f in previous.files} if previous else {}
+    entry = archive_index.compaction_entry(name, mkey, manifest,
+                                           lambda p: known[p] if p in known else counter.rows(p))
+    archive_index.sync(cfg, store, compactions=[entry], by="compact", index=index)
+    log.progress(f"compact {name}: {len(todo)} files -> {len(written)} ({want[0]:,} rows, "
                  f"checksum equal), manifest {seq}")
     return manifest

@@ -1,10 +1,12 @@
 """The batch layer's transformations, pure DataFrame to DataFrame.
 
-Exact counts: every copy of an ``event_id`` but the one first written to Kafka is removed (copies
-share the ``video_id`` key and so a partition, where the lowest offset is the first written; across
-partitions the lowest partition number wins, deterministically), then :mod:`schemas.counting`
-aggregates per minute exactly as the speed layer does, and the hour and day views are rolled up
-from the minute view.
+Exact counts: every copy of an ``event_id`` but one is removed. Within a UTC day the copy first
+written to Kafka counts (copies share the ``video_id`` key and so a partition, where the lowest
+offset is the first written; across partitions the lowest partition number wins,
+deterministically). Copies on different days (a retry re-stamped across midnight) are one event
+too: a day's copy is dropped when the same ``event_id`` has a copy on one of the ``span`` days
+before it. Then :mod:`schemas.counting` aggregates per minute exactly as the speed layer does,
+and the hour and day views are rolled up from the minute view.
 """
 
 from __future__ import annotations
@@ -43,6 +45,41 @@ def distinct_events(raw: DataFrame, multi_hashes: DataFrame | None = None) -> Da
                 .select("event_id", "first.video_id", "first.event_type", "first.ts", "first.watch_ms",
                         "copies"))
     return counting.counted_events(singles.unionByName(repeated), keep=("copies",))
+
+
+def distinct_events_by_day(raw: DataFrame, days: list[int], span: int,
+                           multi_hashes: DataFrame | None = None) -> DataFrame:
+    """One row per (UTC day in ``days``, ``event_id``) that counts, as
+    :func:`counting.counted_events` wants it, with ``copies`` (the raw rows of that day it stands
+    for) and ``dropped`` (1 on the rows of an id whose day's copies are dropped because it has a
+    copy on one of the ``span`` days before; those rows are not counted, only accounted for).
+
+    ``raw`` holds the archive rows of ``days`` and of the ``span`` days before each, with
+    ``day`` (days since the epoch of the UTC day of ``ts``). As in :func:`distinct_events`, only
+    ids whose 64-bit hash repeats take the exact path, grouped by id and day."""
+    from pyspark.sql import Window
+
+    if multi_hashes is None:
+        multi_hashes = repeated_hashes(raw)
+    joined = (raw.withColumn("_h", id_hash())
+              .join(multi_hashes.select("_h", F.lit(True).alias("_multi")), "_h", "left"))
+    wanted = F.col("day").isin(days)
+    singles = joined.where(F.col("_multi").isNull() & wanted).select(
+        "day", "event_id", "video_id", "event_type", F.unix_millis("ts").alias("ts"), "watch_ms",
+        F.lit(1).cast("long").alias("copies"), F.lit(0).alias("dropped"))
+    first = F.min(F.struct("kafka_partition", "kafka_offset", "video_id", "event_type",
+                           F.unix_millis("ts").alias("ts"), "watch_ms")).alias("first")
+    per_day = (joined.where(F.col("_multi").isNotNull())
+               .groupBy("event_id", "day").agg(first, F.count(F.lit(1)).alias("copies")))
+    earlier = F.lag("day").over(Window.partitionBy("event_id").orderBy("day"))
+    repeated = (per_day.withColumn("_prev", earlier)
+                .where(wanted)
+                .select("day", "event_id", "first.video_id", "first.event_type", "first.ts",
+                        "first.watch_ms", "copies",
+                        F.when(F.col("_prev").isNotNull() & (F.col("day") - F.col("_prev") <= span), 1)
+                        .otherwise(0).alias("dropped")))
+    events = singles.unionByName(repeated)
+    return counting.counted_events(events, keep=("copies", "dropped", "day"))
 
 
 def id_hash() -> Column:

@@ -18,16 +18,9 @@ VIEW_SCHEMA = arrow_schema(VIEW_COLUMNS)
 
 def arrow_filesystem(cfg: TallyConfig, uri: str):
     """(pyarrow filesystem, path prefix) for a lake URI."""
-    from urllib.parse import urlparse
+    from tally.lake import arrow_filesystem as fs_of
 
-    from pyarrow import fs
-
-    if uri.startswith("file://"):
-        return fs.LocalFileSystem(), urlparse(uri).path
-    from tally.lake import arrow_s3_filesystem
-
-    u = urlparse(uri)
-    return arrow_s3_filesystem(cfg), f"{u.netloc}{u.path}"
+    return fs_of(cfg, uri)
 
 
 class BatchViews:

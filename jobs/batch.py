@@ -1,8 +1,9 @@
-"""spark-submit entry point of the batch layer: one day, or a range of days, recomputed from the
-raw archive and published atomically.
+"""spark-submit entry point of the batch layer: the nightly run, one day, or a range of days,
+recomputed from the raw archive and published atomically.
 
-    spark-submit --jars <connector jars> jobs/batch.py [--config FILE] [--date D]
-    spark-submit --jars <connector jars> jobs/batch.py [--config FILE] --from D1 --to D2
+    spark-submit --jars <connector jars> jobs/batch.py [--config FILE] [--json]        the nightly run
+    spark-submit --jars <connector jars> jobs/batch.py [--config FILE] --date D [--force]
+    spark-submit --jars <connector jars> jobs/batch.py [--config FILE] --from D1 --to D2 [--allow-shrink] [--force]
 
 The same as `tally batch` and `tally reprocess`; the SparkSession is built here, at run time.
 """
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
+from dataclasses import dataclass
 
 
 def parse_day(text: str, option: str) -> dt.date:
@@ -23,49 +26,81 @@ def parse_day(text: str, option: str) -> dt.date:
         raise ConfigError(f"{option}: must be a UTC day as YYYY-MM-DD, got {text!r}") from None
 
 
-def batch_days(date: str | None, days_back: int) -> list[dt.date]:
-    """``--date D`` (default yesterday), or with ``--days-back N`` the N days before today."""
-    from batch_layer.job import yesterday
+@dataclass(frozen=True)
+class BatchRequest:
+    """What a batch command asks for: the nightly run (no days), one day, or a range."""
+
+    days: tuple[dt.date, ...] = ()
+    mode: str = "nightly"  # nightly | batch (--date) | reprocess
+    force: bool = False
+    allow_shrink: bool = False
+    as_json: bool = False
+
+
+def request_from(date: str | None = None, first: str | None = None, last: str | None = None,
+                 force: bool = False, allow_shrink: bool = False, as_json: bool = False) -> BatchRequest:
+    from batch_layer.job import days_between
     from tally.errors import ConfigError
 
-    if days_back:
-        if date:
-            raise ConfigError("--days-back: not with --date")
-        if days_back < 0:
-            raise ConfigError("--days-back: must be >= 1")
-        last = yesterday()
-        return [last - dt.timedelta(days=i) for i in range(days_back - 1, -1, -1)]
-    return [parse_day(date, "--date") if date else yesterday()]
+    if first or last:
+        if not (first and last) or date:
+            raise ConfigError("--from and --to go together, without --date")
+        a, b = parse_day(first, "--from"), parse_day(last, "--to")
+        if b < a:
+            raise ConfigError("--to: must not be before --from")
+        return BatchRequest(tuple(days_between(a, b)), "reprocess", force, allow_shrink, as_json)
+    if allow_shrink:
+        raise ConfigError("--allow-shrink: only with `tally reprocess` (--from/--to)")
+    if date:
+        return BatchRequest((parse_day(date, "--date"),), "batch", force, False, as_json)
+    if force:
+        raise ConfigError("--force: only with --date (the nightly run computes closed days only)")
+    return BatchRequest((), "nightly", False, False, as_json)
 
 
-def run_batch(cfg, master: str | None, days: list[dt.date], skip_unchanged: bool = False,
-              allow_shrink: bool = False) -> int:
-    """Build the session, compute and publish each day, stop the session. Shared by ``tally
-    batch``/``tally reprocess`` (master from the config) and spark-submit (its own master).
-    Exits 0 when every day was published (or left as it was: unchanged input, or a newer version
-    already published), 1 when a day was refused (its input shrank)."""
-    from batch_layer.job import run_days
+def run_batch(cfg, master: str | None, req: BatchRequest) -> int:
+    """Build the session, run, stop the session, print the results (a line per day, or one JSON
+    line with ``--json``). Shared by ``tally batch``/``tally reprocess`` (master from the config)
+    and spark-submit (its own master). Exits 0 when every day asked for was published or left as
+    it was for a reason that needs nobody (unchanged, a newer version, the nightly run finding the
+    archive behind), 1 when a day was refused (its input shrank, or it is not closed)."""
+    from batch_layer.job import RunReport, not_closed_by_time, run_dates, run_nightly
     from tally.spark import build_session, failure, is_spark_failure
 
+    early = not_closed_by_time(cfg, list(req.days)) if req.mode != "nightly" and not req.force else []
+    if early and len(early) == len(req.days):  # nothing to compute: no Spark session needed
+        return _print(RunReport(req.mode, early), req)
     spark = build_session(cfg, "tally-batch", master=master)
     try:
-        results = run_days(spark, cfg, days, skip_unchanged=skip_unchanged, allow_shrink=allow_shrink)
+        if req.mode == "nightly":
+            report = run_nightly(spark, cfg)
+        else:
+            report = run_dates(spark, cfg, list(req.days), force=req.force,
+                               allow_shrink=req.allow_shrink, skip_unchanged=req.mode == "batch",
+                               mode=req.mode)
     except Exception as exc:
         if is_spark_failure(exc):  # e.g. the lake unreachable mid-run: one line, nothing published
             raise failure(exc, "the batch job") from None
         raise
     finally:
         spark.stop()
-    for r in results:
-        print(r.line())
-    refused = [r.day for r in results if r.refused]
+    return _print(report, req)
+
+
+def _print(report, req: BatchRequest) -> int:
+    if req.as_json:
+        print(json.dumps(report.to_json(), sort_keys=True))
+    else:
+        for line in report.lines():
+            print(line)
+    refused = report.refused
     if refused:
-        print(f"tally batch: error: not published: {', '.join(refused)} (see above)", file=sys.stderr)
+        print(f"tally {'reprocess' if req.mode == 'reprocess' else 'batch'}: error: not published: "
+              f"{', '.join(refused)} (see above)", file=sys.stderr)
     return 1 if refused else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from batch_layer.job import days_between
     from schemas.config import load_config
     from tally import log
     from tally.errors import TallyError
@@ -73,26 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="batch")
     ap.add_argument("--config")
     ap.add_argument("--state-dir")
-    ap.add_argument("--date", help="the UTC day (default: yesterday)")
+    ap.add_argument("--date", help="one closed UTC day (default: the nightly run)")
     ap.add_argument("--from", dest="first", help="first day of a reprocessing range")
     ap.add_argument("--to", dest="last", help="last day of a reprocessing range (inclusive)")
-    ap.add_argument("--days-back", type=int, default=0, metavar="N",
-                    help="the nightly form: the N days before today, each recomputed only if its "
-                         "archive input changed since it was published")
+    ap.add_argument("--force", action="store_true",
+                    help="compute a day that is not closed, or a pinned (rolled-back) one")
     ap.add_argument("--allow-shrink", action="store_true",
-                    help="publish even when a day's input has fewer raw rows than its published version")
+                    help="publish even when a day's input has fewer raw rows than before")
+    ap.add_argument("--json", action="store_true", help="one JSON result line on stdout")
     ap.add_argument("-v", "--verbose", action="count", default=0)
     args = ap.parse_args(argv)
     log.setup("INFO" if args.verbose else "WARNING")
     try:
         cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
-        if args.first or args.last:
-            if not (args.first and args.last) or args.date or args.days_back:
-                raise TallyError("--from and --to go together, without --date or --days-back")
-            days = days_between(parse_day(args.first, "--from"), parse_day(args.last, "--to"))
-            return run_batch(cfg, master="submit", days=days, allow_shrink=args.allow_shrink)
-        return run_batch(cfg, master="submit", days=batch_days(args.date, args.days_back),
-                         skip_unchanged=True)
+        req = request_from(args.date, args.first, args.last, args.force, args.allow_shrink, args.json)
+        return run_batch(cfg, master="submit", req=req)
     except TallyError as exc:
         print(f"tally batch: error: {exc}", file=sys.stderr)
         return 1

@@ -98,7 +98,7 @@ def cmd_generate(args: argparse.Namespace, cfg: TallyConfig) -> int:
     opts = GeneratorOptions(
         events=args.events, videos=args.videos, start=args.start, days=args.days, seed=args.seed,
         late=args.late, duplicates=args.duplicates, invalid=args.invalid,
-        watermark_ms=args.watermark_ms)
+        watermark_ms=args.watermark_ms, restamp_ms=args.restamp_ms)
     summary = run_generate(cfg, opts, truth=args.truth, out=args.out, kafka=args.kafka,
                            rate=args.rate, topic=args.topic, archive_out=args.archive_out)
     print(json.dumps(summary, indent=2) if args.json else _summary_line(summary))
@@ -137,6 +137,8 @@ def cmd_archive(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
     from jobs.batch import parse_day
 
+    if args.action == "index":
+        return _archive_index(cfg, args.rebuild, args.json)
     if args.action == "import" and not args.source:
         raise TallyError("archive import: give the directory of archive-format Parquet files")
     if args.action == "compact" and not args.date:
@@ -157,22 +159,39 @@ def cmd_archive(args: argparse.Namespace, cfg: TallyConfig) -> int:
     return 0
 
 
+def _archive_index(cfg: TallyConfig, rebuild: bool, as_json: bool) -> int:
+    from speed_layer import archive_index
+    from tally.lake import lake_store
+
+    store = lake_store(cfg)
+    state = (archive_index.rebuild(cfg, store) if rebuild
+             else archive_index.sync(cfg, store, by="cli"))
+    days = {d: {"rows": s.rows, "files": s.files, "compacted": s.compacted}
+            for d, s in sorted(state.days.items())}
+    if as_json:
+        print(json.dumps({"seq": state.seq, "archive": state.archive, "days": days}, sort_keys=True))
+    else:
+        for d, v in days.items():
+            print(f"{d}  {v['rows']:>12,} raw rows  {v['files']:>6} files  {v['compacted']:>6} compacted")
+        pos = state.archive
+        print(f"{len(days)} days; archive position: "
+              f"{json.dumps(pos['offsets']) + ' of ' + pos['topic'] if pos else 'none recorded'}")
+    return 0
+
+
 @command("batch")
 def cmd_batch(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from jobs.batch import batch_days, run_batch
+    from jobs.batch import request_from, run_batch
 
-    return run_batch(cfg, None, batch_days(args.date, args.days_back), skip_unchanged=True)
+    return run_batch(cfg, None, request_from(args.date, force=args.force, as_json=args.json))
 
 
 @command("reprocess")
 def cmd_reprocess(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from batch_layer.job import days_between
-    from jobs.batch import parse_day, run_batch
+    from jobs.batch import request_from, run_batch
 
-    first, last = parse_day(args.first, "--from"), parse_day(args.last, "--to")
-    if last < first:
-        raise TallyError("--to: must not be before --from")
-    return run_batch(cfg, None, days_between(first, last), allow_shrink=args.allow_shrink)
+    return run_batch(cfg, None, request_from(first=args.first, last=args.last, force=args.force,
+                                             allow_shrink=args.allow_shrink, as_json=args.json))
 
 
 @command("rollback")
@@ -300,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--late", type=float, default=0.0, help="fraction sent deliberately late")
     g.add_argument("--duplicates", type=float, default=0.0, help="fraction re-sent (retries)")
     g.add_argument("--invalid", type=float, default=0.0, help="fraction of invalid records added")
+    g.add_argument("--restamp-ms", type=int, default=0, metavar="MS",
+                   help="retries re-stamped by the client: each copy stamped 1..MS ms after its "
+                        "original (across midnight it falls on the next day)")
     g.add_argument("--watermark-ms", type=int, default=None,
                    help="the speed layer's watermark delay late events are sent behind "
                         "(default: stream.watermark of the config)")
@@ -322,22 +344,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after S seconds without new input")
 
     a = sub.add_parser("archive", parents=[common],
-                       help="load archive-format Parquet into the raw archive, or compact a day")
-    a.add_argument("action", choices=["import", "compact"])
+                       help="load archive-format Parquet into the raw archive, compact a day, "
+                            "or show (or rebuild) the archive's per-day index")
+    a.add_argument("action", choices=["import", "compact", "index"])
     a.add_argument("source", nargs="?",
                    help="import: directory (file path or s3:// URI) of archive-format Parquet files")
     a.add_argument("--date", help="compact: the closed UTC day, YYYY-MM-DD")
+    a.add_argument("--rebuild", action="store_true",
+                   help="index: derive the per-day index again from the committed files")
+    a.add_argument("--json", action="store_true", help="index: as JSON")
 
-    b = sub.add_parser("batch", parents=[common], help="the nightly batch job for one UTC day")
-    b.add_argument("--date", help="the UTC day, YYYY-MM-DD (default: yesterday)")
-    b.add_argument("--days-back", type=int, default=0, metavar="N",
-                   help="the nightly form: the N days before today, each recomputed only if its "
-                        "archive input changed since it was published")
+    b = sub.add_parser("batch", parents=[common],
+                       help="the nightly run (yesterday, every closed pending day, compaction), "
+                            "or one closed day")
+    b.add_argument("--date", help="one closed UTC day, YYYY-MM-DD (default: the nightly run)")
+    b.add_argument("--force", action="store_true",
+                   help="with --date: compute a day that is not closed, or a pinned (rolled-back) one")
+    b.add_argument("--json", action="store_true", help="one JSON result line on stdout")
     r = sub.add_parser("reprocess", parents=[common], help="recompute batch views for a day range")
     r.add_argument("--from", dest="first", required=True, help="first UTC day, YYYY-MM-DD")
     r.add_argument("--to", dest="last", required=True, help="last UTC day (inclusive)")
     r.add_argument("--allow-shrink", action="store_true",
-                   help="publish even when a day's input has fewer raw rows than its published version")
+                   help="publish even when a day's input has fewer raw rows than before")
+    r.add_argument("--force", action="store_true", help="also days that are not closed")
+    r.add_argument("--json", action="store_true", help="one JSON result line on stdout")
     rb = sub.add_parser("rollback", parents=[common], help="publish the previous version of a day again")
     rb.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
 

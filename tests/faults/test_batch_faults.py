@@ -76,7 +76,7 @@ def test_killed_while_writing_and_publishing(stack, tmp_path, unique, spark_read
         assert current(inst, D1) == before  # readers still see the former version
         assert_exact(inst.cfg, [D1], first)
 
-    versions = {p.name for p in (inst.cfg.state_path / "lake" / "views" / f"date={D1}").iterdir()}
+    versions = {p.name for p in (inst.cfg.state_path / "lake" / "views" / "_runs").iterdir()}
     assert len(versions) >= 3  # the published one and orphans of the killed runs
 
     inst.tally("batch", "--date", D1.isoformat())
@@ -85,7 +85,7 @@ def test_killed_while_writing_and_publishing(stack, tmp_path, unique, spark_read
     assert_exact(inst.cfg, [D1], _with_extra(first, extra))
     # Only the files the entry lists are read: no orphan is among them.
     listed = {f for g in after["views"].values() for f in g["files"]}
-    assert all(f"v={after['version']}/" in f for f in listed)
+    assert listed and all(f"/{after['version']}/" in f for f in listed)
 
 
 def test_lake_unreachable_mid_run(stack, tmp_path, unique, spark_reader):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 
@@ -124,27 +125,34 @@ def test_edges_empty_single_boundaries_and_horizon(stack, tmp_path, unique, spar
     assert got["minute"][("vb", "view", 1795219140000)] == (1, 7)  # 23:59 holds the last ms
 
     catalog = Catalog(inst.cfg)
-    # Day 22 has no events and is not published yet: the horizon stops at its start.
-    assert catalog.horizon(days[0]) == dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
     empty = run_day(spark_reader, inst.cfg, days[2])
     assert empty.published and empty.events == 0 and empty.rows == {"minute": 0, "hour": 0, "day": 0}
     assert published(inst.cfg, [days[2]]) == {"minute": {}, "hour": {}, "day": {}}
-    assert catalog.horizon(days[0]) == dt.datetime(2026, 11, 24, tzinfo=dt.timezone.utc)
-    assert catalog.horizon(dt.date(2026, 11, 19)) == dt.datetime(2026, 11, 19, tzinfo=dt.timezone.utc)
     log_entry = json.loads(catalog.store.get(f"views/_log/date={days[2]}/0000000001.json"))
     assert log_entry["input"]["files"] == 0 and log_entry["totals"] == {"events": 0, "watch_ms": 0}
+    # Its version depends on its own raw data and on the day before (the dedup span).
+    assert log_entry["closed"] and set(log_entry["input"]["seen"]) == {"2026-11-21", "2026-11-22"}
 
-    # Files gone from the sinks' logs (deleted, or past the log's retention): the archive is
-    # append-only, so a smaller input is refused rather than published over the good version.
-    from batch_layer.source import sink_roots
+    # The archive is append-only: a file whose rows went missing (here rewritten smaller) gives
+    # an input with fewer raw rows than the archive's index holds for the day, which is refused
+    # rather than published over the good version.
+    import pyarrow.parquet as pq
 
-    for root in sink_roots(catalog.store):
-        catalog.store.delete_prefix(f"{root}/_spark_metadata")
+    from batch_layer.source import day_input
+
+    inp = day_input(inst.cfg, days[0])
+    path = inp.files[0].path.replace("file://", "")
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows - 1), path)
+    crc = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.crc")
+    if os.path.exists(crc):  # Hadoop's checksum of the old content
+        os.unlink(crc)
     shrunk = run_day(spark_reader, inst.cfg, days[0])
-    assert shrunk.refused and not shrunk.published and "fewer than the 3" in shrunk.reason
+    assert shrunk.refused and not shrunk.published and "fewer than the 3" in shrunk.reason, shrunk.reason
     assert catalog.current(days[0].isoformat())["version"] == results[days[0]].version
     forced = run_day(spark_reader, inst.cfg, days[0], allow_shrink=True)
-    assert forced.published and forced.events == 0
+    assert forced.published and forced.raw_rows == 2
+    assert catalog.current(days[0].isoformat())["input"]["raw_rows"] == 2  # the new count
 
 
 @pytest.mark.parametrize("lake", ["file", "s3"])
@@ -184,3 +192,42 @@ def test_compaction_keeps_the_content_and_late_files_still_count(stack, tmp_path
     assert len(rows(again)) == len(original_rows) + len(extra)
     assert run_day(spark_reader, inst.cfg, D1).published
     assert_exact(inst.cfg, [D1], merged)
+
+
+def test_retries_restamped_across_midnight_count_once(stack, tmp_path, unique, spark_reader):
+    """A retry re-stamped after midnight (00:00:00.4 after 23:59:59.9) is the same event: the
+    earlier day's copy counts, within batch.dedup_span_days (1); copies further apart are counted
+    on each day, as the contract says. Generated traffic with re-stamped retries too."""
+    inst = make_installation(stack, tmp_path, unique)
+    staging, truth = tmp_path / "restamp", tmp_path / "restamp-truth.parquet"
+    inst.tally("-q", "generate", "--events", "6000", "--videos", "40", "--start", "2026-11-10",
+               "--days", "2", "--seed", "48", "--duplicates", "0.2", "--restamp-ms", "3600000",
+               "--archive-out", str(staging), "--truth", str(truth))
+    load(spark_reader, inst.cfg, staging)
+    from tests.integration.batchkit import expected_from_truth
+
+    expected = expected_from_truth(truth)
+    manual = [
+        {"event_id": "midnight", "video_id": "vm", "event_type": "view", "ts": "2026-11-10T23:59:59.900Z", "watch_ms": 3},
+        {"event_id": "midnight", "video_id": "vm", "event_type": "view", "ts": "2026-11-11T00:00:00.400Z", "watch_ms": 3},
+        {"event_id": "two-days", "video_id": "vm", "event_type": "view", "ts": "2026-11-10T12:00:00.000Z", "watch_ms": 1},
+        {"event_id": "two-days", "video_id": "vm", "event_type": "view", "ts": "2026-11-12T12:00:00.000Z", "watch_ms": 1},
+    ]
+    load(spark_reader, inst.cfg, stage(manual, tmp_path / "manual", first_offset=10**9))
+    want = {("vm", "view", 1794268800000): (2, 4),   # 2026-11-10: midnight and two-days
+            ("vm", "view", 1794441600000): (1, 1)}   # 2026-11-12: two-days again (2 days later)
+    res = inst.tally("reprocess", "--from", "2026-11-10", "--to", "2026-11-12", "--json")
+    out = json.loads(res.stdout)
+    assert [d["published"] for d in out["days"]] == [True, True, True], out
+    days = [dt.date(2026, 11, d) for d in (10, 11, 12)]
+    got = published(inst.cfg, days)
+    for key, cw in want.items():
+        assert got["day"].get(key) == cw, (key, got["day"].get(key))
+    assert ("vm", "view", 1794355200000) not in got["day"]  # 2026-11-11: the copy is not counted
+    merged = {g: {k: v for k, v in got[g].items() if k[0] != "vm"} for g in got}
+    for g in expected:
+        want_g = {k: v for k, v in expected[g].items()
+                  if dt.datetime.fromtimestamp(k[2] / 1000, dt.timezone.utc).date() in set(days)}
+        assert merged[g] == want_g, g
+    entry = current(inst, dt.date(2026, 11, 11))
+    assert entry["input"]["cross_day_copies"] > 0  # re-stamped copies dropped for the earlier day's

@@ -1,5 +1,6 @@
 """The publication log on the file:// lake: appends cannot be lost, a stale run does not publish
-over a newer one, rollback walks back, cleanup keeps what it must; and the sink-log reader."""
+over a newer one, rollback walks back, cleanup keeps what it must; and the sink-log reader.
+Rollbacks pin the day (an entry marked pinned)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import pytest
 
 from batch_layer.catalog import Catalog, PublishError, version_key
-from batch_layer.source import committed_files
+from speed_layer.archive_index import committed_entries
 from schemas.config import load_config
 from tally.lake import FileLakeStore
 
@@ -75,6 +76,7 @@ def test_rollback_walks_back_and_stops_at_the_first(cat):
     with pytest.raises(PublishError, match="no earlier version"):
         cat.rollback(day)
     assert [e["action"] for e in cat.entries(day)] == ["publish"] * 3 + ["rollback"] * 2
+    assert [e["pinned"] for e in cat.entries(day)] == [False] * 3 + [True] * 2
     with pytest.raises(PublishError, match="no published version"):
         cat.rollback("2026-11-21")
 
@@ -97,16 +99,6 @@ def test_cleanup_keeps_the_newest_versions_and_young_orphans(cat):
         cat.rollback(day) and cat.rollback(day)
 
 
-def test_horizon_stops_at_the_first_gap(cat):
-    for d in ("2026-11-20", "2026-11-21", "2026-11-23"):
-        cat.publish(d, record(f"20261128T000000Z-{d[-2:]}000000"))
-    utc = dt.timezone.utc
-    assert cat.horizon(dt.date(2026, 11, 20)) == dt.datetime(2026, 11, 22, tzinfo=utc)
-    assert cat.horizon(dt.date(2026, 11, 23)) == dt.datetime(2026, 11, 24, tzinfo=utc)
-    assert cat.horizon(dt.date(2026, 11, 19)) == dt.datetime(2026, 11, 19, tzinfo=utc)
-    assert cat.horizon(None) is None
-
-
 def test_sink_log_reader_uses_the_last_compaction_and_later_deltas(tmp_path):
     store = FileLakeStore(tmp_path.as_uri())
     meta = "raw/events/_spark_metadata"
@@ -121,6 +113,6 @@ def test_sink_log_reader_uses_the_last_compaction_and_later_deltas(tmp_path):
     store.put(f"{meta}/10", ("v1\n" + entry("c")).encode())
     store.put(f"{meta}/11", ("v1\n" + entry("b", "delete")).encode())
     store.put(f"{meta}/.12.tmp", b"v1\n{not json")  # a log file being written is not read
-    paths = [f.path.rsplit("/", 1)[1] for f in committed_files(store)]
+    paths = [e["path"].rsplit("/", 1)[1] for e in committed_entries(store, "raw/events")]
     assert paths == ["a", "c"]
-    assert committed_files(FileLakeStore((tmp_path / "none").as_uri())) == []
+    assert committed_entries(FileLakeStore((tmp_path / "none").as_uri()), "raw/events") == []
