@@ -1,38 +1,37 @@
 """The serving layer's view of the published batch state, held per worker process.
 
-* A :class:`Snapshot` is ONE listing of the publication log (``views/_log/``): every published
-  day with the position (seq) of its newest entry, and the batch horizon derived from that same
-  listing. A request takes one snapshot and uses only it, so a day published mid-request cannot
-  mix two states. A worker reuses a snapshot for ``serve.catalog_ttl_s`` seconds.
+* A :class:`Snapshot` is ONE listing of the publication log (``views/_log/``) — every published
+  day with the position (seq) of its newest entry — and ONE state of the archive's per-day
+  index, with what they mean (:class:`batch_layer.published.BatchState`: the horizon, pending
+  and pinned days). A request takes one snapshot and uses only it, so a day published
+  mid-request cannot mix two states. A worker reuses a snapshot for ``serve.catalog_ttl_s``
+  seconds and no longer: neither a publication nor its absence is kept for longer.
 * Publication entries are immutable (create-if-absent, never rewritten): cached by (day, seq).
 * Views are cached per (day, version, granularity) as an :class:`IndexedView`: the view's rows
   sorted by (video, event type, bucket) with a dict from (video, event type) to its row slice.
   A version's files never change, so a new publication is a new key and the old one ages out of
   the LRU (bounded by ``serve.cache_mb`` per worker). Nothing lists the lake per request except
-  the log listing, at most once per ``catalog_ttl_s``.
-* The default ``horizon_start`` (the earliest day with raw data) is read from the archive
-  sinks' logs and reused for ``serve.horizon_start_ttl_s``; ``batch.horizon_start`` overrides.
+  the log listing and the index's new segments, at most once per ``catalog_ttl_s``.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
-import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from batch_layer.catalog import LOG_KEY, Catalog
+from batch_layer.published import BatchState
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
-from serving_layer.plan import horizon_ms
+from speed_layer.archive_index import ArchiveIndex
 from tally import log
 from tally.errors import DependencyError, TallyError
 
 LOG = log.get("serve.batch")
-_EVENT_DATE = re.compile(r"event_date=(\d{4}-\d{2}-\d{2})")
 
 
 def _lake(what: str, fn: Callable[[], Any]) -> Any:
@@ -48,9 +47,12 @@ def _lake(what: str, fn: Callable[[], Any]) -> Any:
 @dataclass(frozen=True)
 class Snapshot:
     days: dict[str, int]  # published day -> seq of its newest entry
-    horizon_start: str | None
-    horizon_ms: int | None
+    state: BatchState
     taken_at: float
+
+    @property
+    def horizon_ms(self) -> int | None:
+        return self.state.horizon_ms
 
 
 @functools.cache
@@ -161,15 +163,6 @@ class ByteLRU:
 EMPTY_VIEW = _empty_view()
 
 
-def earliest_raw_day(cfg: TallyConfig, store) -> str | None:
-    """The earliest UTC day any archive sink has committed a file for."""
-    from batch_layer.source import committed_files, sink_roots
-
-    days = [m.group(1) for root in sink_roots(store) for f in committed_files(store, root)
-            if (m := _EVENT_DATE.search(f.path))]
-    return min(days) if days else None
-
-
 def _s3_fs_with_timeouts(cfg: TallyConfig):
     """The lake's S3 filesystem for the request path: bounded connect and request times (the
     batch layer's own filesystem, ``tally.lake.arrow_s3_filesystem``, has none)."""
@@ -209,7 +202,7 @@ class BatchReader:
         self.view_cache = ByteLRU(cfg.serve.cache_mb * 1024 * 1024)
         self._entries: collections.OrderedDict = collections.OrderedDict()
         self._snapshot: Snapshot | None = None
-        self._horizon_start: tuple[float, str | None] | None = None
+        self.index = ArchiveIndex(self.catalog.store)
         self._lock = threading.Lock()
 
     def check_root(self) -> None:
@@ -219,17 +212,6 @@ class BatchReader:
         if store.uri.startswith("file://") and not store.root.is_dir():
             raise DependencyError("lake", f"{store.uri} is not a readable directory")
 
-    def horizon_start(self) -> str | None:
-        if self.cfg.batch.horizon_start:
-            return self.cfg.batch.horizon_start
-        now = self.clock()
-        cached = self._horizon_start
-        if cached is None or now - cached[0] >= self.cfg.serve.horizon_start_ttl_s:
-            day = _lake("reading the archive sinks' logs",
-                        lambda: earliest_raw_day(self.cfg, self.catalog.store))
-            cached = self._horizon_start = (now, day)
-        return cached[1]
-
     def snapshot(self) -> Snapshot:
         """One listing of the publication log, reused for ``serve.catalog_ttl_s``."""
         now = self.clock()
@@ -237,9 +219,13 @@ class BatchReader:
         if snap is not None and now - snap.taken_at < self.cfg.serve.catalog_ttl_s:
             return snap
         self.check_root()
-        start = self.horizon_start()
         days = _lake("listing the publication log", self.catalog.published_days)
-        snap = Snapshot(days, start, horizon_ms(days, start), now)
+        with self._lock:  # the index reader keeps what it read: one refresh at a time
+            index = _lake("reading the archive's index", self.index.state)
+        b = self.cfg.batch
+        state = BatchState(days, index, self.entry, int(time.time() * 1000), b.lateness_ms,
+                           b.dedup_span_days, b.horizon_start)
+        snap = Snapshot(days, state, now)
         self._snapshot = snap
         return snap
 
@@ -264,9 +250,9 @@ class BatchReader:
         return e
 
     def view(self, snap: Snapshot, day: str, granularity: str) -> tuple[str | None, IndexedView]:
-        """(version, indexed view) of a day before the horizon of ``snap``. Every such day from
-        ``horizon_start`` on is published; a day before ``horizon_start`` that is not has no raw
-        data (or lies before the configured start): (None, an empty view)."""
+        """(version, indexed view) of a day the plan answers from the batch views: its current
+        version, or (None, an empty view) for a day without one (no raw data, or before
+        ``batch.horizon_start``)."""
         if day not in snap.days:
             return None, EMPTY_VIEW
         e = self.entry(day, snap.days[day])

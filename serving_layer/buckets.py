@@ -46,26 +46,25 @@ def _bucket(start: str, source: str, counted: bool, beyond: bool) -> str:
 
 # A template holds ~80 bytes per bucket: 32 of them are at most ~26 MB (7 days of minutes each).
 @functools.lru_cache(maxsize=32)
-def _template(lo: int, hi: int, size: int, split: int, beyond_to: int, unavailable: bool) -> bytes:
+def _template(lo: int, hi: int, size: int, runs: tuple, unavailable: bool) -> bytes:
+    starts = bucket_starts(lo, hi, size)
     parts = []
-    for i, start in enumerate(bucket_starts(lo, hi, size)):
-        speed = i >= split
-        parts.append(_bucket(start, "speed" if speed else "batch", not (speed and unavailable),
-                             speed and i < beyond_to))
+    for first, end, source, beyond in runs:
+        counted = not (source == "speed" and unavailable)
+        parts.extend(_bucket(starts[i], source, counted, beyond) for i in range(first, end))
     return ("[" + ",".join(parts) + "]").encode()
 
 
 class Buckets(Sequence):
-    """Every bucket of ``[lo, hi)``: the first ``split`` from the batch views, the rest from the
-    speed views (``count``/``watch_ms`` null and ``unavailable`` when those could not be read);
-    speed buckets before ``beyond_to`` are flagged ``beyond_retention``."""
+    """Every bucket of ``[lo, hi)``, laid out by the plan's ``runs`` (first index, end index,
+    source, beyond retention): ``count``/``watch_ms`` null and ``unavailable`` on the speed
+    buckets when the speed views could not be read."""
 
-    def __init__(self, lo: int, hi: int, size: int, count, watch, split: int, beyond_to: int,
+    def __init__(self, lo: int, hi: int, size: int, count, watch, runs: tuple,
                  unavailable: bool) -> None:
         self.lo, self.hi, self.size = lo, hi, size
         self.count, self.watch = count, watch
-        self.split, self.unavailable = split, unavailable
-        self.beyond_to = max(split, min(beyond_to, len(count)))
+        self.runs, self.unavailable = runs, unavailable
         self._parsed: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
@@ -74,15 +73,20 @@ class Buckets(Sequence):
     def _numbers(self):
         import numpy as np
 
-        n = self.split if self.unavailable else len(self.count)
-        pairs = np.empty(2 * n, np.int64)
-        pairs[0::2], pairs[1::2] = self.count[:n], self.watch[:n]
+        if self.unavailable:
+            keep = np.ones(len(self.count), bool)
+            for first, end, source, _beyond in self.runs:
+                if source == "speed":
+                    keep[first:end] = False
+            count, watch = self.count[keep], self.watch[keep]
+        else:
+            count, watch = self.count, self.watch
+        pairs = np.empty(2 * len(count), np.int64)
+        pairs[0::2], pairs[1::2] = count, watch
         return tuple(pairs.tolist())
 
     def json(self) -> bytes:
-        template = _template(self.lo, self.hi, self.size, self.split, self.beyond_to,
-                             self.unavailable)
-        return template % self._numbers()
+        return _template(self.lo, self.hi, self.size, self.runs, self.unavailable) % self._numbers()
 
     def fragment(self) -> orjson.Fragment:
         return orjson.Fragment(self.json())

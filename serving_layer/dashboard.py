@@ -26,7 +26,7 @@ button{background:#204a87;color:#fff;border-color:#204a87;padding:.3em 1.2em;cur
 .row{display:flex;gap:1em;flex-wrap:wrap}.row>.card{flex:1;min-width:300px}
 .big{font-size:1.6em;font-weight:600}.mute{color:var(--mute);font-size:.85em}
 svg text{font-size:11px;fill:var(--mute)}
-rect.batch{fill:var(--batch)}rect.speed{fill:var(--speed)}rect.na{fill:url(#hatch)}
+rect.batch{fill:var(--batch)}rect.speed{fill:var(--speed)}rect.na{fill:url(#hatch)}rect.none{fill:var(--na)}
 rect.bar:hover{opacity:.75}
 .legend span{display:inline-block;width:.9em;height:.9em;vertical-align:-1px;margin:0 .3em 0 1em;border-radius:2px}
 .legend .batch{background:var(--batch)}.legend .speed{background:var(--speed)}.legend .na{background:var(--na)}
@@ -53,7 +53,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.2em 1em;margin:0}dt{c
 <div class="card">
  <div class="row" style="align-items:baseline;justify-content:space-between">
   <div><span class="big" id="total">–</span> <span class="mute" id="what"></span></div>
-  <div class="legend mute"><span class="batch"></span>batch view<span class="speed"></span>speed view<span class="na"></span>unavailable<span class="hz"></span>batch horizon</div>
+  <div class="legend mute"><span class="batch"></span>batch view<span class="speed"></span>speed view<span class="na"></span>unavailable or none<span class="hz"></span>batch horizon</div>
  </div>
  <svg id="chart" width="100%" height="270" viewBox="0 0 1000 270" preserveAspectRatio="none" role="img" aria-label="merged counts">
   <defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">
@@ -165,6 +165,8 @@ function drawFresh(c) {
     ['speed views updated', fr.speed_updated_at || '–'],
     ['dropped as late', fmtInt(fr.dropped_late)],
     ['batch horizon', c.batch_horizon ? `${c.batch_horizon} (${fmtMs(now - hz)} ago)` : 'none'],
+    ['pending days', (c.pending_days || []).join(', ') || 'none'],
+    ['pinned days', (c.pinned_days || []).join(', ') || 'none'],
     ['batch versions used', days.length ? days.map(d => `${d}: ${c.batch_versions[d] || 'none'}`).join('<br>') : '–'],
   ];
   $('fresh').innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${k === 'batch versions used' ? v : esc(v)}</dd>`).join('');

@@ -63,6 +63,13 @@ class FreshnessCollector:
         for key, name, doc in self.GAUGES:
             if values.get(key) is not None:
                 yield GaugeMetricFamily(name, doc, value=now - values[key] / 1000)
+        if values.get("speed_watermark_ms") is not None:
+            # No valid event can move the watermark past the receiving clock (events ahead of it
+            # are left out): anything above 0 here is a clock or a pipeline fault.
+            yield GaugeMetricFamily(
+                "tally_speed_watermark_ahead_seconds",
+                "seconds the speed layer's watermark is ahead of the wall clock (0 when behind)",
+                value=max(0.0, values["speed_watermark_ms"] / 1000 - now))
 
 
 def observe(method: str, endpoint: str, status: int, seconds: float) -> None:

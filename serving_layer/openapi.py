@@ -50,37 +50,43 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
     event_type = {"name": "event_type", "in": "query",
                   "schema": {"type": "string", "enum": list(cfg.events.types), "default": "view"}}
     versions = {"type": "object", "additionalProperties": {"type": ["string", "null"]},
-                "description": "the batch version used per UTC day; null for a day before the "
-                               "horizon start with no published view (no raw data)"}
+                "description": "the batch version used per UTC day; null for a day without a "
+                               "published view (no raw data, or before batch.horizon_start)"}
+    day_list = {"type": "array", "items": {"type": "string", "format": "date"}}
+    pending = {**day_list, "description": "the pending days of the range used (raw data their "
+                                          "batch views do not cover yet), ascending"}
+    pinned = {**day_list, "description": "the rolled-back (pinned) days of the range used"}
     speed_unavailable = {"type": "boolean", "description": "the speed store could not be read"}
     warnings = {"type": "array", "items": {"type": "string"}}
     bucket = _closed(
         ["start", "count", "watch_ms", "source"],
         start=DATE_TIME, count={"type": ["integer", "null"], "minimum": 0},
         watch_ms={"type": ["integer", "null"], "minimum": 0},
-        source={"enum": ["batch", "speed"]}, unavailable={"const": True},
+        source={"enum": ["batch", "speed", "none"]}, unavailable={"const": True},
         beyond_retention={"const": True})
     counts = _closed(
         ["video_id", "event_type", "granularity", "from", "to", "total", "watch_ms", "buckets",
-         "batch_horizon", "batch_versions", "freshness", "speed_unavailable"],
+         "batch_horizon", "batch_versions", "pending_days", "pinned_days", "freshness",
+         "speed_unavailable"],
         video_id={"type": "string"}, event_type={"type": "string"},
         granularity={"enum": ["minute", "hour", "day"]}, **{"from": DATE_TIME, "to": DATE_TIME},
         total={"type": "integer", "minimum": 0}, watch_ms={"type": "integer", "minimum": 0},
         buckets={"type": "array", "items": bucket}, batch_horizon=DATE_TIME_OR_NULL,
-        batch_versions=versions, freshness={"$ref": "#/components/schemas/Freshness"},
+        batch_versions=versions, pending_days=pending, pinned_days=pinned,
+        freshness={"$ref": "#/components/schemas/Freshness"},
         speed_unavailable=speed_unavailable, partial={"const": True}, warnings=warnings)
-    part = {"oneOf": [{"type": "null"}, _closed(["from", "to"], **{"from": DATE_TIME,
-                                                                  "to": DATE_TIME})]}
+    part = {"type": "array", "items": _closed(["from", "to"], **{"from": DATE_TIME, "to": DATE_TIME})}
     top = _closed(
         ["event_type", "from", "to", "k", "items", "exact", "batch_horizon", "batch_versions",
-         "sources", "freshness", "speed_unavailable"],
+         "pending_days", "pinned_days", "sources", "freshness", "speed_unavailable"],
         event_type={"type": "string"}, **{"from": DATE_TIME, "to": DATE_TIME},
         k={"type": "integer", "minimum": 1, "maximum": MAX_K},
         items={"type": "array", "maxItems": MAX_K, "items": _closed(
             ["video_id", "count", "watch_ms"], video_id={"type": "string"},
             count={"type": "integer", "minimum": 1}, watch_ms={"type": "integer", "minimum": 0})},
         exact={"type": "boolean"}, batch_horizon=DATE_TIME_OR_NULL, batch_versions=versions,
-        sources=_closed(["batch", "speed"], batch=part, speed=part),
+        pending_days=pending, pinned_days=pinned,
+        sources=_closed(["batch", "speed", "none"], batch=part, speed=part, none=part),
         freshness={"$ref": "#/components/schemas/Freshness"},
         speed_unavailable=speed_unavailable, partial={"const": True}, warnings=warnings,
         beyond_retention={"const": True})

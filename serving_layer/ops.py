@@ -108,7 +108,8 @@ def _freshness_ms() -> dict[str, int | None]:
     except Exception:  # noqa: BLE001 - HBase down: the horizon is still worth reporting
         metrics.BACKEND_ERRORS.labels("hbase").inc()
         return out
-    for key, field in (("speed_updated_ms", "updated_at"), ("speed_max_event_ms", "max_event_time")):
+    for key, field in (("speed_updated_ms", "updated_at"), ("speed_max_event_ms", "max_event_time"),
+                       ("speed_watermark_ms", "watermark")):
         out[key] = parse_rfc3339_ms(str(p[field])) if p.get(field) else None
     return out
 

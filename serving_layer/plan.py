@@ -1,22 +1,30 @@
-"""The merge rule (CONTRACTS.md section 2) as plain arithmetic: which buckets of a query are
-answered by the batch views and which by the speed views, given the batch horizon ``H``.
+"""The merge rule (CONTRACTS.md section 2) as plain arithmetic: which layer answers each bucket
+of a query, given the batch horizon ``H`` and the pending days before it. The counts and top-K
+answers are built from this plan and nothing else.
 
-Buckets that start before ``H`` come from the batch views, buckets at or after ``H`` from the
-speed views. ``H`` is the end of a UTC day, so it is a bucket boundary at every granularity and
-no bucket is split, counted twice or skipped. No I/O here: the unit tests check it alone.
+* Buckets that start before ``H`` come from the batch views — except on a **pending** day
+  (raw data its published version does not cover, or no version at all): from its published
+  version if it has one, else from the speed views where they still hold it (the speed views'
+  retention, counted from write time), else zero with source ``none``.
+* Buckets at or after ``H`` come from the speed views; those that start before the retention
+  floor are flagged ``beyond_retention``.
+
+``H`` and the pending days are whole UTC days, so they are bucket boundaries at every
+granularity: no bucket is split, counted twice or skipped. No I/O here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Mapping
 
 from serving_layer.params import DAY_MS
 
 
 @dataclass(frozen=True)
 class Part:
-    """A half-open interval ``[lo, hi)`` answered by one layer."""
+    """A half-open interval ``[lo, hi)``."""
 
     lo: int
     hi: int
@@ -26,40 +34,109 @@ class Part:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Buckets ``[lo, hi)`` answered one way: ``source`` batch (from the published version of
+    ``day``), speed (``beyond``: before the speed views' retention floor) or none (zero)."""
+
+    lo: int
+    hi: int
+    source: str
+    day: str | None = None
+    beyond: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     from_ms: int
     to_ms: int
     size: int
     horizon_ms: int | None
-    batch: Part
-    speed: Part
+    segments: tuple[Segment, ...]
     # Speed buckets starting before this instant may have expired from HBase (TTL from write time).
     retention_floor_ms: int
+    pending_days: tuple[str, ...] = ()
 
     def buckets(self) -> list[int]:
         return list(range(self.from_ms, self.to_ms, self.size))
 
+    def segment(self, bucket_ms: int) -> Segment:
+        for s in self.segments:
+            if s.lo <= bucket_ms < s.hi:
+                return s
+        raise ValueError(f"{bucket_ms} is not a bucket of the plan")
+
     def source(self, bucket_ms: int) -> str:
-        return "batch" if self.horizon_ms is not None and bucket_ms < self.horizon_ms else "speed"
+        return self.segment(bucket_ms).source
 
     def beyond_retention(self, bucket_ms: int) -> bool:
-        return self.source(bucket_ms) == "speed" and bucket_ms < self.retention_floor_ms
+        return self.segment(bucket_ms).beyond
 
     def batch_days(self) -> list[str]:
-        return days_of(self.batch)
+        return sorted({s.day for s in self.segments if s.source == "batch" and s.day})
+
+    def parts(self, source: str) -> list[Part]:
+        """The contiguous stretches answered by ``source``."""
+        out: list[Part] = []
+        for s in self.segments:
+            if s.source != source:
+                continue
+            if out and out[-1].hi == s.lo:
+                out[-1] = Part(out[-1].lo, s.hi)
+            else:
+                out.append(Part(s.lo, s.hi))
+        return out
+
+    def runs(self) -> tuple[tuple[int, int, str, bool], ...]:
+        """The segments as bucket index runs (first, end, source, beyond): the layout of the
+        answer's bucket list."""
+        return tuple(((s.lo - self.from_ms) // self.size, (s.hi - self.from_ms) // self.size,
+                      s.source, s.beyond) for s in self.segments)
+
+
+def _ceil(ms: int, size: int) -> int:
+    return -(-ms // size) * size
 
 
 def plan(from_ms: int, to_ms: int, size: int, horizon_ms: int | None, now_ms: int,
-         speed_ttl_days: int) -> Plan:
-    """``from_ms``/``to_ms`` are already aligned to ``size``; ``horizon_ms`` None: no batch
-    horizon (nothing published and no horizon start), everything from the speed views."""
+         speed_ttl_days: int, pending: Mapping[str, bool] | None = None) -> Plan:
+    """``from_ms``/``to_ms`` are already aligned to ``size``; ``horizon_ms`` None: nothing
+    published from a closed day, everything from the speed views. ``pending``: the pending days
+    of the range before the horizon, each mapped to whether it has a published version."""
     if from_ms % size or to_ms % size or from_ms >= to_ms:
         raise ValueError("from/to must be aligned to the bucket size and from < to")
     if horizon_ms is not None and horizon_ms % DAY_MS:
         raise ValueError("the batch horizon is the end of a UTC day")
+    pending = pending or {}
+    floor = now_ms - speed_ttl_days * DAY_MS
+    split = _ceil(floor, size)  # the first bucket that starts at or after the floor
     h = from_ms if horizon_ms is None else min(max(horizon_ms, from_ms), to_ms)
-    return Plan(from_ms, to_ms, size, horizon_ms, Part(from_ms, h), Part(h, to_ms),
-                now_ms - speed_ttl_days * DAY_MS)
+    segments: list[Segment] = []
+
+    def speed(lo: int, hi: int, before_floor: str) -> None:
+        """Speed buckets of ``[lo, hi)``; those before the floor as ``before_floor``."""
+        cut = min(max(split, lo), hi)
+        if cut > lo:
+            segments.append(Segment(lo, cut, before_floor, beyond=before_floor == "speed"))
+        if hi > cut:
+            segments.append(Segment(cut, hi, "speed"))
+
+    for day, lo, hi, _whole in day_pieces(Part(from_ms, h)):
+        if day in pending and not pending[day]:
+            speed(lo, hi, "none")
+        else:
+            segments.append(Segment(lo, hi, "batch", day))
+    if h < to_ms:
+        speed(h, to_ms, "speed")
+    merged: list[Segment] = []
+    for s in segments:  # adjacent speed or none stretches of the same kind are one segment
+        prev = merged[-1] if merged else None
+        if (prev and s.source != "batch" and prev.source == s.source and prev.beyond == s.beyond
+                and prev.hi == s.lo):
+            merged[-1] = Segment(prev.lo, s.hi, s.source, None, s.beyond)
+        else:
+            merged.append(s)
+    days = tuple(sorted(d for d in pending if d in days_of(Part(from_ms, h))))
+    return Plan(from_ms, to_ms, size, horizon_ms, tuple(merged), floor, days)
 
 
 def day_of(ms: int) -> str:
@@ -81,15 +158,3 @@ def day_pieces(part: Part) -> list[tuple[str, int, int, bool]]:
         lo, hi = max(part.lo, d * DAY_MS), min(part.hi, (d + 1) * DAY_MS)
         out.append((day_of(d * DAY_MS), lo, hi, lo == d * DAY_MS and hi == (d + 1) * DAY_MS))
     return out
-
-
-def horizon_ms(published: dict[str, int] | set[str], horizon_start: str | None) -> int | None:
-    """The batch horizon from one listing of the publication log: the end of the last day D such
-    that every day from ``horizon_start`` through D is published (``horizon_start`` itself when
-    it is not); None without a ``horizon_start``."""
-    if not horizon_start:
-        return None
-    day = dt.date.fromisoformat(horizon_start)
-    while day.isoformat() in published:
-        day += dt.timedelta(days=1)
-    return int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() * 1000)

@@ -18,10 +18,10 @@ from schemas.config import TallyConfig
 from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.buckets import Buckets
-from serving_layer.params import GRAN_MS, CountsQuery, TopQuery
+from serving_layer.params import DAY_MS, GRAN_MS, CountsQuery, TopQuery
 from serving_layer.hourshare import HourSnapshot, SharedHours, snapshot_table
 from serving_layer.metrics import RateMeter
-from serving_layer.plan import Part, day_pieces, plan
+from serving_layer.plan import Part, plan
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from tally import log
@@ -186,10 +186,10 @@ def _speed_failure(exc: BaseException) -> str:
 
 
 def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple | None]:
-    """Run ``read`` (which adds the speed minutes of the plan's speed range, and may return the
+    """Run ``read`` (which adds the speed minutes of the plan's speed parts, and may return the
     progress record it read) and read the progress record unless it did: (progress, speed error,
     a 503 answer when nothing at all can be answered)."""
-    if not p.speed:
+    if not p.parts("speed"):
         progress, _ = _speed_progress(res)
         return progress, None, None
     try:
@@ -197,10 +197,25 @@ def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple
         return (progress if progress is not None else res.progress()), None, None
     except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
         error = _speed_failure(exc)
-    if not p.batch:
+    if not p.parts("batch"):
         return None, error, (503, {"error": f"{error} (the whole range is answered by the speed "
                                             f"views)", "dependency": "hbase"}, {"Retry-After": "5"})
     return None, error, None
+
+
+def query_plan(res: Resources, snap: Snapshot, from_ms: int, to_ms: int, size: int,
+               now_ms: int):
+    """The merge plan of a range in one snapshot: its horizon and pending days."""
+    state = snap.state
+    pending = {d: d in snap.days for d in state.pending_days(from_ms, to_ms)}
+    return plan(from_ms, to_ms, size, state.horizon_ms, now_ms, res.cfg.hbase.speed_ttl_days,
+                pending)
+
+
+def _state_fields(snap: Snapshot, p) -> dict[str, Any]:
+    return {"batch_horizon": format_ms(snap.horizon_ms) if snap.horizon_ms is not None else None,
+            "pending_days": list(p.pending_days),
+            "pinned_days": snap.state.pinned_days(p.from_ms, p.to_ms)}
 
 
 def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
@@ -210,53 +225,55 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     snap: Snapshot = res.batch.snapshot()  # ONE state of the publication log for this request
     s = cfg.serve
     shared = s.counts_open_shared and res.counts_rate.tick() >= s.counts_shared_min_rate
-    p = plan(q.from_ms, q.to_ms, q.size, snap.horizon_ms, now_ms, cfg.hbase.speed_ttl_days)
+    p = query_plan(res, snap, q.from_ms, q.to_ms, q.size, now_ms)
 
     import numpy as np
 
     size = q.size
     count = np.zeros((q.to_ms - q.from_ms) // size, np.int64)  # one slot per bucket
     watch = np.zeros_like(count)
-    versions: dict[str, str] = {}
-    for day, lo, hi, _whole in day_pieces(p.batch):
-        version, view = res.batch.view(snap, day, q.granularity)
-        versions[day] = version
-        bms, c, w = view.slice(q.video_id, q.event_type, lo, hi)
+    versions: dict[str, str | None] = {}
+    for seg in p.segments:
+        if seg.source != "batch":
+            continue
+        version, view = res.batch.view(snap, seg.day, q.granularity)
+        versions[seg.day] = version
+        bms, c, w = view.slice(q.video_id, q.event_type, seg.lo, seg.hi)
         if len(bms):  # a view has one row per (video, type, bucket)
             i = (bms - q.from_ms) // size
             count[i] = c
             watch[i] = w
 
-    split = (p.speed.lo - q.from_ms) // size  # buckets before it are batch, from it speed
-
     def add_minutes():
         progress = res.progress()  # before the minutes: it says which hours are closed
-        mc, mw, as_of = speed_minutes(res, q.video_id, q.event_type, p.speed.lo, p.speed.hi,
-                                      progress, now_ms, shared)
-        per = size // GRAN_MS["minute"]  # the speed part starts and ends on bucket boundaries
-        if per == 1:
-            count[split:], watch[split:] = mc, mw
-        else:
-            count[split:] = mc.reshape(-1, per).sum(axis=1)
-            watch[split:] = mw.reshape(-1, per).sum(axis=1)
-        return as_of or progress  # an open hour from a snapshot: freshness as of that snapshot
+        per = size // GRAN_MS["minute"]  # speed parts start and end on bucket boundaries
+        snapshots = []
+        for part in p.parts("speed"):
+            mc, mw, as_of = speed_minutes(res, q.video_id, q.event_type, part.lo, part.hi,
+                                          progress, now_ms, shared)
+            a, b = (part.lo - q.from_ms) // size, (part.hi - q.from_ms) // size
+            if per == 1:
+                count[a:b], watch[a:b] = mc, mw
+            else:
+                count[a:b] = mc.reshape(-1, per).sum(axis=1)
+                watch[a:b] = mw.reshape(-1, per).sum(axis=1)
+            snapshots.append(as_of)
+        # An open hour from a snapshot: freshness as of the oldest snapshot used.
+        return _oldest(snapshots) or progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:
         return unavailable
 
-    floor = p.retention_floor_ms
     total, watch_total = int(count.sum()), int(watch.sum())  # the speed part is 0 when unread
-    # Speed buckets starting before the retention floor are flagged: up to index beyond_to.
-    beyond_to = split + max(0, -(-(min(floor, q.to_ms) - p.speed.lo) // size))
-    buckets = Buckets(q.from_ms, q.to_ms, size, count, watch, split, beyond_to, bool(speed_error))
-    beyond = beyond_to > split
+    buckets = Buckets(q.from_ms, q.to_ms, size, count, watch, p.runs(), bool(speed_error))
+    beyond = [seg for seg in p.segments if seg.beyond]
 
     body: dict[str, Any] = {
         "video_id": q.video_id, "event_type": q.event_type, "granularity": q.granularity,
         "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
         "total": total, "watch_ms": watch_total, "buckets": buckets,
-        "batch_horizon": format_ms(snap.horizon_ms) if snap.horizon_ms is not None else None,
+        **_state_fields(snap, p),
         "batch_versions": versions,
         "freshness": freshness(progress, now_ms),
         "speed_unavailable": bool(speed_error),
@@ -264,9 +281,9 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
     if speed_error:
         body["partial"] = True
         body.setdefault("warnings", []).append(
-            f"speed views unavailable ({speed_error}): buckets from {format_ms(p.speed.lo)} on "
+            f"speed views unavailable ({speed_error}): the buckets answered by the speed views "
             f"have no count; total covers the batch part")
-    _note_unpublished(body, versions, snap)
+    _note_days(body, versions, p)
     if beyond:
         body.setdefault("warnings", []).append(
             f"buckets before {format_ms(p.retention_floor_ms)} after the batch horizon lie beyond "
@@ -369,8 +386,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     now_ms = _now_ms() if now_ms is None else now_ms
     cfg = res.cfg
     snap = res.batch.snapshot()
-    p = plan(q.from_ms, q.to_ms, GRAN_MS["minute"], snap.horizon_ms, now_ms,
-             cfg.hbase.speed_ttl_days)
+    p = query_plan(res, snap, q.from_ms, q.to_ms, GRAN_MS["minute"], now_ms)
     # Per-video sums (topk.Sparse over the worker's video numbers), added up at the end. The
     # parts that can never change — batch views of a published version, speed hours behind the
     # watermark — are summed once per worker (keyed by what they are) and kept in the top-K
@@ -380,27 +396,27 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     stable_speed: list[tuple[tuple, Callable[[], Sparse]]] = []
     volatile: list[Sparse] = []
     snapshots: list[dict[str, Any] | None] = []  # progress records of the open-hour snapshots
-    versions: dict[str, str] = {}
+    versions: dict[str, str | None] = {}
 
-    for day, lo, hi, whole in day_pieces(p.batch):
+    for seg in p.segments:
+        if seg.source != "batch":
+            continue
+        whole = seg.lo % DAY_MS == 0 and seg.hi - seg.lo == DAY_MS
         # The coarsest view that covers each part: a whole day from the day view, whole hours
         # from the hour view (60 times fewer rows to sum than the minute view), the rest by minute.
-        for gran, a, b in _coarsest(lo, hi, whole):
-            version, view = res.batch.view(snap, day, gran)
-            versions[day] = version
-            stable.append((("batch", day, version, gran, q.event_type, a, b),
+        for gran, a, b in _coarsest(seg.lo, seg.hi, whole):
+            version, view = res.batch.view(snap, seg.day, gran)
+            versions[seg.day] = version
+            stable.append((("batch", seg.day, version, gran, q.event_type, a, b),
                            functools.partial(_view_sums, index, view, q.event_type, a, b)))
 
-    def add_minutes():
+    def add_part(lo: int, hi: int, progress: dict[str, Any] | None) -> None:
         # Whole hours from the per-worker cache of hour totals (speedcache.py), the ends of the
         # range minute by minute from the top-K table.
         hour = GRAN_MS["hour"]
-        lo, hi = p.speed.lo, p.speed.hi
         a, b = -(-lo // hour) * hour, hi // hour * hour
         edges = [(lo, hi)] if a >= b else [(x, y) for x, y in ((lo, a), (b, hi)) if y > x]
-        progress = None
         if a < b:
-            progress = res.progress()
             watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
             for h in range(a, b, hour):
                 key = (cfg.hbase.top_table, q.event_type, h)
@@ -422,6 +438,11 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
                     c, w = sums.get(m.video_id, (0, 0))
                     sums[m.video_id] = (c + m.count, w + m.watch_ms)
             volatile.append(Sparse.of_dict(index, sums))
+
+    def add_minutes():
+        progress = res.progress()
+        for part in p.parts("speed"):
+            add_part(part.lo, part.hi, progress)
         # Open hours from snapshots: the answer's freshness is that of the oldest one used.
         return _oldest(snapshots) or progress
 
@@ -444,19 +465,20 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
         "event_type": q.event_type, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
         "k": q.k,
         "items": [{"video_id": v, "count": c, "watch_ms": w} for v, c, w in ranked],
-        "exact": not p.speed,
-        "batch_horizon": format_ms(snap.horizon_ms) if snap.horizon_ms is not None else None,
+        "exact": not p.parts("speed") and not p.parts("none") and not p.pending_days,
+        **_state_fields(snap, p),
         "batch_versions": versions,
-        "sources": {"batch": _part(p.batch), "speed": _part(p.speed)},
+        "sources": {src: [_part(x) for x in p.parts(src)] for src in ("batch", "speed", "none")},
         "freshness": freshness(progress, now_ms),
         "speed_unavailable": bool(speed_error),
     }
-    _note_unpublished(body, versions, snap)
+    _note_days(body, versions, p)
     if speed_error:
         body["partial"] = True
-        body.setdefault("warnings", []).append(f"speed views unavailable ({speed_error}): the list covers only "
-                            f"{format_ms(p.batch.lo)} to {format_ms(p.batch.hi)}")
-    if p.speed and p.speed.lo < p.retention_floor_ms:
+        body.setdefault("warnings", []).append(
+            f"speed views unavailable ({speed_error}): the list covers only the parts answered "
+            f"by the batch views")
+    if any(seg.beyond for seg in p.segments):
         body.setdefault("warnings", []).append(
             f"part of the range after the batch horizon lies beyond speed retention "
             f"({cfg.hbase.speed_ttl_days} days): counts may be incomplete")
@@ -487,12 +509,17 @@ def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:
             if y > x]
 
 
-def _note_unpublished(body: dict[str, Any], versions: dict[str, str | None], snap: Snapshot) -> None:
-    days = sorted(d for d, v in versions.items() if v is None)
+def _note_days(body: dict[str, Any], versions: dict[str, str | None], p) -> None:
+    if p.pending_days:
+        body.setdefault("warnings", []).append(
+            f"pending days {', '.join(p.pending_days)}: raw data their batch views do not cover "
+            f"yet (answered from their published version, else the speed views, else zero with "
+            f"source none) until the nightly run computes them")
+    days = sorted(d for d, v in versions.items() if v is None and d not in p.pending_days)
     if days:
         body.setdefault("warnings", []).append(
-            f"{days[0]}..{days[-1]}: before the batch horizon start {snap.horizon_start}, no "
-            f"published view (no raw data): counted as empty (batch_versions null)")
+            f"{days[0]}..{days[-1]}: no published view and no raw data (or before "
+            f"batch.horizon_start): counted as empty (batch_versions null)")
 
 
 def _part(part: Part) -> dict[str, str] | None:

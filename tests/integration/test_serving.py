@@ -81,17 +81,27 @@ def test_counts_match_truth_across_the_horizon(world):
     assert body["freshness"]["speed_max_event_time"] == "2026-11-27T10:00:00.000Z"
     assert body["freshness"]["speed_watermark"] == "2026-11-27T09:50:00.000Z"
     assert body["freshness"]["lag_seconds"] > 0
-    # With the horizon far back (an unpublished horizon_start), speed buckets older than the
-    # speed TTL are flagged, never silently zero.
+    assert body["pending_days"] == [] and body["pinned_days"] == []
+
+
+def test_speed_buckets_beyond_retention_are_flagged(stack, tmp_path, unique):
+    """With the horizon far back (the only published day 20 days ago), speed buckets older than
+    the speed TTL are flagged, never silently zero."""
+    from tests.integration.servekit import publish_minutes
+    from tests.integration.speedkit import make_installation
+
+    inst = make_installation(stack, tmp_path, unique)
     start = TODAY - dt.timedelta(days=20)
-    far = make_client(world.inst.cfg.replace(batch={"horizon_start": start.isoformat()}))
-    r = far.get(f"/v1/videos/{top_video}/counts", query_string={
+    publish_minutes(inst.cfg, start.isoformat(), [])
+    far = make_client(inst.cfg)
+    r = far.get("/v1/videos/v1/counts", query_string={
         "granularity": "day", "from": start.isoformat() + "T00:00:00Z", "to": iso(day_ms(D0))})
-    assert r.status_code == 200 and r.json["batch_horizon"] == start.isoformat() + "T00:00:00.000Z"
+    assert r.status_code == 200, r.json
+    assert r.json["batch_horizon"] == (start + dt.timedelta(days=1)).isoformat() + "T00:00:00.000Z"
     flags = [(b["source"], bool(b.get("beyond_retention"))) for b in r.json["buckets"]]
-    ttl = world.inst.cfg.hbase.speed_ttl_days
-    # A day starting before now - TTL may have lost cells: today-20 .. today-TTL are flagged.
-    assert flags == [("speed", True)] * (20 - ttl + 1) + [("speed", False)] * (ttl - 4)
+    ttl = inst.cfg.hbase.speed_ttl_days
+    # A day starting before now - TTL may have lost cells: today-19 .. today-TTL are flagged.
+    assert flags == [("batch", False)] + [("speed", True)] * (20 - ttl) + [("speed", False)] * (ttl - 4)
     assert any("retention" in w for w in r.json["warnings"])
 
 

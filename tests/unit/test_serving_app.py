@@ -32,6 +32,7 @@ class FakeSpeed:
         self.scans = []
         self.hour_reads = []
         self.progress_reads = 0
+        self.watermark = "2025-11-26T09:50:00Z"
 
     def _check(self):
         self.calls += 1
@@ -60,7 +61,7 @@ class FakeSpeed:
     def read_progress(self):
         self._check()
         self.progress_reads += 1
-        return {"max_event_time": "2025-11-26T10:00:00.000Z", "watermark": "2025-11-26T09:50:00Z",
+        return {"max_event_time": "2025-11-26T10:00:00.000Z", "watermark": self.watermark,
                 "updated_at": f"2025-11-26T10:00:{1 + self.progress_reads:02d}Z"}
 
 
@@ -361,6 +362,13 @@ def test_metrics_freshness_gauges_and_backend_errors(setup):
     updated = parse_rfc3339_ms("2025-11-26T10:00:02Z") / 1000
     assert before - updated <= _gauge(text, "tally_speed_lag_seconds") <= after - updated
     assert _gauge(text, "tally_speed_event_lag_seconds") is not None
+    assert _gauge(text, "tally_speed_watermark_ahead_seconds") == 0.0  # a watermark in the past
+    from schemas.event import format_ms
+
+    res._speed.watermark = format_ms(int(time.time() * 1000) + 600_000)
+    ahead = _gauge(c.get("/metrics").get_data(as_text=True), "tally_speed_watermark_ahead_seconds")
+    assert 590 <= ahead <= 601
+    res._speed.watermark = "2025-11-26T09:50:00Z"
     errors = _gauge(text, 'tally_backend_errors_total{dependency="hbase"}') or 0.0
     # HBase down: the scrape still answers with the horizon, the speed gauges are left out, and
     # a failed speed read counts as a backend error.

@@ -6,7 +6,7 @@ import pytest
 
 from schemas.config import load_config
 from serving_layer.params import ParamError, parse_counts, parse_time, parse_top
-from serving_layer.plan import Part, day_pieces, days_of, horizon_ms, plan
+from serving_layer.plan import Part, day_pieces, days_of, plan
 
 CFG = load_config(environ={})
 H = 1_764_028_800_000  # 2025-11-25T00:00:00Z
@@ -114,23 +114,24 @@ def test_config_limits_validated():
 @pytest.mark.parametrize("size", [MIN, HOUR, DAY])
 def test_plan_splits_at_the_horizon(size):
     p = plan(H - 2 * DAY, H + 2 * DAY, size, H, now_ms=H + 3 * DAY, speed_ttl_days=7)
-    assert p.batch == Part(H - 2 * DAY, H) and p.speed == Part(H, H + 2 * DAY)
+    assert p.parts("batch") == [Part(H - 2 * DAY, H)] and p.parts("speed") == [Part(H, H + 2 * DAY)]
     buckets = p.buckets()
     assert len(buckets) == 4 * DAY // size
     sources = [p.source(b) for b in buckets]
     # Every bucket exactly once, batch strictly before H, speed from H on.
     assert sources == ["batch"] * (2 * DAY // size) + ["speed"] * (2 * DAY // size)
     assert p.batch_days() == ["2025-11-23", "2025-11-24"]
+    assert p.pending_days == ()
 
 
 def test_plan_one_side_only_and_no_horizon():
     p = plan(H - DAY, H - HOUR, HOUR, H, H, 7)
-    assert p.batch == Part(H - DAY, H - HOUR) and not p.speed
+    assert p.parts("batch") == [Part(H - DAY, H - HOUR)] and not p.parts("speed")
     p = plan(H + HOUR, H + DAY, HOUR, H, H, 7)
-    assert not p.batch and p.speed == Part(H + HOUR, H + DAY)
+    assert not p.parts("batch") and p.parts("speed") == [Part(H + HOUR, H + DAY)]
     assert p.batch_days() == []
     p = plan(H - DAY, H + DAY, HOUR, None, H, 7)
-    assert not p.batch and p.speed == Part(H - DAY, H + DAY)
+    assert not p.parts("batch") and p.parts("speed") == [Part(H - DAY, H + DAY)]
     assert {p.source(b) for b in p.buckets()} == {"speed"}
 
 
@@ -140,6 +141,36 @@ def test_plan_retention_flags_only_speed_buckets():
     flags = [p.beyond_retention(b) for b in p.buckets()]
     # H-1d is batch (never flagged); H..H+3d start before now-7d (= H+3d+5ms).
     assert flags == [False, True, True, True, True, False, False, False, False, False, False]
+
+
+@pytest.mark.parametrize("size", [MIN, HOUR, DAY])
+def test_plan_pending_days(size):
+    """A pending day with a version is answered by it; without one by the speed views where
+    they still hold it, else zero (none); days around it stay batch; after H: speed."""
+    d1, d2, d3 = "2025-11-22", "2025-11-23", "2025-11-24"  # H - 3d, H - 2d, H - 1d
+    now = H + 5 * DAY - HOUR  # the retention floor (7 days) falls inside 2025-11-22
+    p = plan(H - 4 * DAY, H + DAY, size, H, now, 7, pending={d1: False, d2: False, d3: True})
+    assert p.pending_days == (d1, d2, d3)
+    floor = now - 7 * DAY
+    for b in p.buckets():
+        src = p.source(b)
+        if b < H - 3 * DAY:
+            assert src == "batch"
+        elif b < H - 2 * DAY:  # d1: no version; before the floor nothing holds it
+            assert src == ("speed" if b >= floor else "none") and not p.beyond_retention(b)
+        elif b < H - DAY:
+            assert src == "speed"  # d2: no version, within retention
+        elif b < H:
+            assert src == "batch"  # d3: its published version
+        else:
+            assert src == "speed"
+    assert p.batch_days() == ["2025-11-21", d3]
+    covered = sorted((s.lo, s.hi) for s in p.segments)
+    assert covered[0][0] == H - 4 * DAY and covered[-1][1] == H + DAY
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # no gap, no overlap
+    # Pending days outside the range are not listed.
+    q = plan(H - DAY, H, size, H, now, 7, pending={d3: True})
+    assert q.pending_days == (d3,)
 
 
 def test_plan_rejects_unaligned():
@@ -157,15 +188,6 @@ def test_day_pieces_and_days():
     assert days_of(Part(H, H + DAY)) == ["2025-11-25"]
 
 
-def test_horizon_from_one_listing():
-    assert horizon_ms({}, None) is None
-    assert horizon_ms({}, "2025-11-25") == H
-    assert horizon_ms({"2025-11-25": 1, "2025-11-26": 3}, "2025-11-25") == H + 2 * DAY
-    # A gap stops the horizon, whatever is published after it.
-    assert horizon_ms({"2025-11-25": 1, "2025-11-27": 1}, "2025-11-25") == H + DAY
-    assert horizon_ms({"2025-11-24": 1}, "2025-11-25") == H
-
-
 def test_bucket_starts_are_format_ms():
     from schemas.event import format_ms
     from serving_layer.buckets import bucket_starts
@@ -178,7 +200,8 @@ def test_bucket_starts_are_format_ms():
 
 def test_bucket_lists_written_from_templates_equal_the_dicts_they_stand_for():
     """Buckets' JSON (template % numbers) against the list written bucket by bucket, for
-    random layouts: where the speed part starts, retention flags, an unreadable speed part."""
+    random layouts: runs of batch, speed and none buckets, retention flags, an unreadable speed
+    part."""
     import json
     import random
 
@@ -195,22 +218,24 @@ def test_bucket_lists_written_from_templates_equal_the_dicts_they_stand_for():
         n = rnd.randint(1, 300)
         lo = H + rnd.randint(-400, 400) * size
         hi = lo + n * size
-        split = rnd.randint(0, n)
-        beyond_to = rnd.randint(split - 3, n + 3)
+        cuts = sorted({0, n, *(rnd.randint(0, n) for _ in range(rnd.randint(0, 4)))})
+        runs = tuple((a, b, rnd.choice(("batch", "speed", "none")), False)
+                     for a, b in zip(cuts, cuts[1:]))
+        runs = tuple((a, b, src, src == "speed" and rnd.random() < 0.3) for a, b, src, _ in runs)
         unavailable = rnd.random() < 0.3
         count = np.array([rnd.choice((0, 1, 7, 10**6, 2**53 + 1)) for _ in range(n)], np.int64)
         watch = np.array([rnd.randint(0, 2**62) for _ in range(n)], np.int64)
         want = []
-        for i in range(n):
-            speed = i >= split
-            b = {"start": format_ms(lo + i * size), "count": int(count[i]),
-                 "watch_ms": int(watch[i]), "source": "speed" if speed else "batch"}
-            if speed and unavailable:
-                b.update(count=None, watch_ms=None, unavailable=True)
-            if speed and i < beyond_to:
-                b["beyond_retention"] = True
-            want.append(b)
-        got = Buckets(lo, hi, size, count, watch, split, beyond_to, unavailable)
+        for a, end, src, beyond in runs:
+            for i in range(a, end):
+                b = {"start": format_ms(lo + i * size), "count": int(count[i]),
+                     "watch_ms": int(watch[i]), "source": src}
+                if src == "speed" and unavailable:
+                    b.update(count=None, watch_ms=None, unavailable=True)
+                if beyond:
+                    b["beyond_retention"] = True
+                want.append(b)
+        got = Buckets(lo, hi, size, count, watch, runs, unavailable)
         assert json.loads(got.json()) == want
         assert list(got) == want and len(got) == n and got[n - 1] == want[-1]
         body = json.loads(OrjsonProvider(Flask("t")).dumps({"total": 1, "buckets": got}))
