@@ -202,13 +202,18 @@ def batch_state(cfg: TallyConfig, catalog: Catalog, state: IndexState, now_ms: i
 
 def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: ArchiveIndex,
             state: IndexState, closed: dict[str, bool], allow_shrink: bool = False,
-            progress: str = "batch") -> list[DayResult]:
-    """Compute, verify and publish ``days`` in one Spark job; one result per day."""
+            progress: str = "batch", pinned: frozenset[str] = frozenset()) -> list[DayResult]:
+    """Compute, verify and publish ``days`` in one Spark job; one result per day.
+
+    A pinned (rolled-back) day before a computed day is left out of its deduplication: the
+    pinned version does not count what came later, so its copies must not make the later day
+    drop an event either (each version records which span days it left out, and becomes
+    pending when their pins change)."""
     t0 = time.monotonic()
     span = cfg.batch.dedup_span_days
     wanted = sorted(set(days))
     inputs = {d: source.day_input(cfg, d, index=index, state=state) for d in wanted}
-    around = sorted({w for d in wanted for w in input_window(d, span)} - set(wanted))
+    around = sorted({w for d in wanted for w in input_window(d, span)} - set(wanted) - pinned)
     span_inputs = {d: source.day_input(cfg, d, index=index, state=state) for d in around}
     files = [f for inp in [*inputs.values(), *span_inputs.values()] for f in inp.files]
     size = sum(f.size for f in files)
@@ -286,6 +291,7 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
                       "seen": {w: (state.days[w].last_seq if w in state.days else 0)
                                for w in input_window(d, span)},
                       "dedup_span_days": span,
+                      "pinned_span_days": sorted(set(input_window(d, span)[:-1]) & pinned),
                       "cross_day_copies": int(per_day[n]["cross"]) if n in per_day else 0},
             "totals": {"events": events_n, "watch_ms": watch},
             "views": {g: {"rows": got[g][0], "files": written[g].get(d, [])} for g in GRANULARITIES},
@@ -458,7 +464,8 @@ def run_dates(spark, cfg: TallyConfig, days: list[dt.date], force: bool = False,
         todo.append(d)
         closed[d] = is_closed
     for chunk in _chunks(todo, cfg.batch.max_days_per_run):
-        report.results += compute(spark, cfg, chunk, catalog, index, state, closed, allow_shrink, mode)
+        report.results += compute(spark, cfg, chunk, catalog, index, state, closed, allow_shrink,
+                                  mode, _pinned(bstate, chunk))
     report.results.sort(key=lambda r: r.day)
     report.seconds = time.monotonic() - t0
     return report
@@ -503,7 +510,7 @@ def run_nightly(spark, cfg: TallyConfig, compact: bool = True) -> RunReport:
     report.pinned.sort()
     if run:
         report.results = compute(spark, cfg, run, catalog, index, state, {d: True for d in run},
-                                 progress="batch")
+                                 progress="batch", pinned=_pinned(bstate, run))
     if compact:
         from batch_layer.compact import compact_day
 
@@ -514,6 +521,12 @@ def run_nightly(spark, cfg: TallyConfig, compact: bool = True) -> RunReport:
     report.results.sort(key=lambda r: r.day)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _pinned(bstate: BatchState, days: list[str]) -> frozenset[str]:
+    """The pinned days among those the ``days`` deduplicate against (not computed themselves)."""
+    around = {w for d in days for w in input_window(d, bstate.span)} - set(days)
+    return frozenset(d for d in around if bstate.pinned(d))
 
 
 def run_day(spark, cfg: TallyConfig, day: dt.date, catalog: Catalog | None = None,

@@ -11,7 +11,10 @@ the pinned days.
   data to it or to one of the ``batch.dedup_span_days`` days before it since its version's input
   was listed. A compaction adds no raw data, so it never makes a day pending.
 * A day whose current entry is a rollback is **pinned**: not pending, left alone by the nightly
-  run, listed as pinned by answers covering it.
+  run, listed as pinned by answers covering it. A later day's deduplication leaves a pinned day
+  out (the pinned version does not count what came after it, so its copies must not make the
+  later day drop an event), so a later day whose version left out other days than are pinned
+  now is pending.
 
 Nothing here does I/O except through the ``entry`` reader it is given.
 """
@@ -68,13 +71,16 @@ def input_window(day: str, span: int) -> list[str]:
 
 def covers(entry: dict[str, Any], day: str, index: IndexState, span: int) -> bool:
     """Whether ``entry``'s input listing covers everything the index holds for its day and the
-    days its deduplication looks at."""
+    days its deduplication looked at (not those it left out as pinned)."""
     inp = entry.get("input") or {}
     seen = inp.get("seen")
     if seen is None:  # an entry from before the index: compare raw rows
         summary = index.days.get(day)
         return summary is None or summary.rows <= int(inp.get("raw_rows", 0))
+    skipped = set(inp.get("pinned_span_days") or ())
     for d in input_window(day, span):
+        if d in skipped:
+            continue
         summary = index.days.get(d)
         if summary is not None and summary.rows and summary.last_seq > int(seen.get(d, 0)):
             return False
@@ -128,9 +134,16 @@ class BatchState:
             summary = self.index.days.get(day)
             result = (bool(summary and summary.rows), False)
         else:
-            result = (not covers(cur, day, self.index, self.span), False)
+            result = (not self._covers(cur, day), False)
         self._status[day] = result
         return result
+
+    def _covers(self, entry: dict[str, Any], day: str) -> bool:
+        """Covers its input, and the days its deduplication left out as pinned are exactly the
+        pinned ones of its span now."""
+        left_out = set((entry.get("input") or {}).get("pinned_span_days") or ())
+        pinned_now = {d for d in input_window(day, self.span)[:-1] if self.pinned(d)}
+        return left_out == pinned_now and covers(entry, day, self.index, self.span)
 
     def pending(self, day: str) -> bool:
         return self.before_horizon(day) and self._day(day)[0]
@@ -165,4 +178,4 @@ class BatchState:
             return False
         if cur is None:
             return True
-        return not covers(cur, day, self.index, self.span)
+        return not self._covers(cur, day)

@@ -447,7 +447,9 @@ def sync(cfg, store: LakeStore, *, sinks: Iterable[str] = (), compactions: Itera
     for _attempt in range(50):
         state = index.state()
         base = IndexState(state.seq, checkpoint=state.checkpoint) if reset else state
-        roots = set(base.sinks) | set(sinks)
+        # An import's sink is written once (its command syncs it): only the streaming job's
+        # sink, and the sinks named, are read again.
+        roots = {r for r in base.sinks if not r.startswith(IMPORTS_KEY)} | set(sinks)
         if store.list(f"{ARCHIVE_KEY}/_spark_metadata/"):
             roots.add(ARCHIVE_KEY)
         files: list[dict[str, Any]] = []

@@ -1,12 +1,16 @@
-"""Airflow DAG of Tally's nightly batch: yesterday and the days before it that late events may
-still change (``batch.max_lag_days``), one task per day so each is retried on its own, then the
-audit of yesterday.
+"""Airflow DAG of Tally's nightly run: one task running the nightly form of the batch job
+(``jobs/batch.py`` without ``--date``: yesterday once it is closed, every closed pending day of
+any age, compaction), then the audit of yesterday.
+
+The job decides which days to compute from the archive's index and the publication log, never
+from the DAG run's logical date: under Airflow 2 and 3 alike, and for a manual trigger, it never
+computes a day that is still open (it says why and exits 0). Backfilling history is
+``jobs/batch.py --from D1 --to D2`` (``tally reprocess``), not ``airflow dags backfill``.
 
 Copy into the Airflow ``dags/`` folder. It runs the batch job with ``spark-submit`` on the
 cluster named by the ``tally_spark_master`` Airflow Variable (default ``local[*]``); set the
 ``tally_home`` Variable to the Tally checkout and pass ``TALLY_*`` settings through the
-workers' environment (no credentials in this file). Each day's task uses the DAG run's logical
-date, so backfills (``airflow dags backfill``) recompute history day by day.
+workers' environment (no credentials in this file).
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ import datetime as dt
 from airflow import DAG
 from airflow.models import Variable
 from airflow.operators.bash import BashOperator
-
-MAX_LAG_DAYS = 3
 
 with DAG(
     dag_id="tally_nightly_batch",
@@ -34,14 +36,8 @@ with DAG(
     # virtualenv with --archives, see the README's cluster section).
     submit = (f"cd {home} && PYSPARK_PYTHON={home}/.venv/bin/python PYTHONPATH={home} "
               f"spark-submit --master {master} --jars \"$(.venv/bin/tally jars)\" jobs/batch.py")
-    days = []
-    for back in range(MAX_LAG_DAYS, 0, -1):
-        # ds is the logical date (the day before the run); back=1 is that day itself.
-        day = "{{ macros.ds_add(ds, %d) }}" % (1 - back)
-        days.append(BashOperator(task_id=f"batch_day_minus_{back}",
-                                 bash_command=f"{submit} --date {day}"))
-    audit = BashOperator(task_id="audit",
-                         bash_command=f"cd {home} && .venv/bin/tally audit --date {{{{ ds }}}} --json")
-    for earlier, later in zip(days, days[1:]):
-        earlier >> later
-    days[-1] >> audit
+    nightly = BashOperator(task_id="nightly", bash_command=f"{submit} --json")
+    # The audit of the day before the wall clock's today (not the logical date).
+    audit = BashOperator(task_id="audit", bash_command=(
+        f"cd {home} && .venv/bin/tally audit --date \"$(date -u -d yesterday +%F)\" --json"))
+    nightly >> audit

@@ -88,3 +88,19 @@ def test_entries_from_before_the_index_compare_raw_rows():
     assert s.pending_days(0, s.horizon_ms) == []
     s = state({"2026-11-28": [old]}, {"2026-11-28": (12, 2)})
     assert s.pending_days(0, s.horizon_ms) == ["2026-11-28"]
+
+
+def test_a_pinned_day_is_left_out_of_the_next_days_deduplication():
+    """D pinned: D+1's version must have left D out (else it is pending), and then new raw data
+    on D does not make it pending; once D is unpinned, D+1 is pending again."""
+    d, d1 = "2026-11-28", "2026-11-29"
+    pinned = [entry(d, 1, seen={d: 4}), entry(d, 2, seen={d: 4}, pinned=True)]
+    idx = {d: (20, 9), d1: (10, 5)}
+    lo, hi = day_number(d) * DAY, (day_number(d1) + 1) * DAY
+    kept = {d: pinned, d1: [entry(d1, 1, seen={d: 4, d1: 5})]}  # computed with D in its input
+    assert state(kept, idx).pending_days(lo, hi) == [d1]
+    left_out = {d: pinned, d1: [{**entry(d1, 1, seen={d1: 5}),
+                                 "input": {"raw_rows": 0, "seen": {d1: 5}, "pinned_span_days": [d]}}]}
+    assert state(left_out, idx).pending_days(lo, hi) == []
+    unpinned = {d: pinned + [entry(d, 3, seen={d: 9})], d1: left_out[d1]}
+    assert state(unpinned, idx).pending_days(lo, hi) == [d1]
