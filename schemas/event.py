@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from tally.errors import ValidationError
 
@@ -177,20 +177,214 @@ def format_ms(ms: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+# JSON: RFC 8259 text within explicit limits --------------------------------------------------
+#
+# Both implementations (this module and schemas.event_spark) enforce the same limits, well inside
+# what either parser allows on its own (Python: its recursion limit and 4,300-digit integers;
+# Spark/Jackson: 1,000 levels, 1,000-character numbers, 50,000-character keys), so that they
+# reach the same verdict on every text. Breaking any of them is ``event: not valid JSON``, like
+# a syntax error, so the order in which they are checked never changes the reason.
+
+MAX_NUMBER_CHARS = 100  # characters of a number literal, its sign and exponent included
+MAX_KEY_CHARS = 256  # characters of a decoded object key (len() of the str)
+MAX_DEPTH = 64  # nesting of objects and arrays; a top-level object is depth 1
+MAX_BODY_DEPTH = 500  # nesting of a whole HTTP body (events are held to MAX_DEPTH each)
+
+_INF = float("inf")
+# Escapes and strings, tokenized left to right; single-character-class repetitions only.
+_ESCAPE_RE = re.compile(r"\\[\s\S]")
+_STRING_RE = re.compile(r'"[^"]*"')
+_NON_BRACKET_RE = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = [0] * 256
+_DEPTH_STEP[ord("{")] = _DEPTH_STEP[ord("[")] = 1
+_DEPTH_STEP[ord("}")] = _DEPTH_STEP[ord("]")] = -1
+# A number literal of more than MAX_NUMBER_CHARS characters needs such a run; the look-behind
+# makes the search linear (it only starts at the beginning of a run).
+_LONG_NUMBER_RE = re.compile(r"(?<![-+.0-9eE])[-+.0-9eE]{%d}" % (MAX_NUMBER_CHARS + 1))
+# Where a decoded string can hold a surrogate code point: an escape of one (text decoded from
+# UTF-8 holds no raw ones).
+_SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
-def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        raise ValueError("duplicate key")
-    return out
+class _Invalid:
+    """Stands in the parsed value where a limit was broken (the parse hooks never raise)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not valid JSON>"
+
+
+INVALID = _Invalid()
+
+
+def text_depth(text: str, limit: int) -> int:
+    """An upper bound of the nesting depth of ``text``, exact when it is over ``limit`` or the
+    text is valid JSON; without recursion.
+
+    Escapes, then strings are removed (left to right, as a JSON parser reads them), then only
+    brackets are kept and the running depth taken. For a text that is not valid JSON the result
+    still bounds how deep a parser goes before it stops at the first error, since up to that
+    point it reads strings and brackets the same way."""
+    opens = text.count("{") + text.count("[")
+    if opens <= limit:
+        return opens
+    s = _ESCAPE_RE.sub("", text) if "\\" in text else text
+    s = _NON_BRACKET_RE.sub("", _STRING_RE.sub("", s))
+    if len(s) <= limit:
+        return len(s)
+    from itertools import accumulate
+
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, s.encode("ascii"))), default=0)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed JSON text: ``value``, ``depth`` (an upper bound of its nesting, at most the
+    ``max_depth`` it was parsed with) and ``clean``: True when no limit was broken anywhere in
+    it and no string can hold a lone surrogate; when False, :func:`json_ok` decides, for the
+    value or for each part of it."""
+
+    value: Any
+    depth: int
+    clean: bool
+
+
+def parse_json(text: str, max_depth: int = MAX_DEPTH, from_utf8: bool = True) -> Parsed:
+    """Parse one JSON text (RFC 8259: no NaN/Infinity, nothing after the value).
+
+    Raises ValueError for a syntax error or a text nested deeper than ``max_depth`` (checked
+    before parsing, so that the parser can never hit the recursion limit). The other limits
+    never raise: where one is broken the parsed value holds :data:`INVALID` and ``clean`` is
+    False, so that one bad event of an array can be told from the others. ``from_utf8``: the
+    text was decoded from UTF-8, so it holds no raw surrogate."""
+    depth = text_depth(text, max_depth)
+    if depth > max_depth:
+        raise ValueError(f"nested deeper than {max_depth}")
+    broken: list[str] = []
+
+    def number(s: str) -> Any:
+        if len(s) > MAX_NUMBER_CHARS:
+            broken.append("number")
+            return INVALID
+        return None
+
+    def parse_int(s: str) -> Any:
+        return number(s) or int(s)  # the length is checked before int(): no 4,300-digit limit
+
+    def parse_float(s: str) -> Any:
+        bad = number(s)
+        if bad is not None:
+            return bad
+        f = float(s)
+        if f == _INF or f == -_INF:  # overflows a double (1e400): no finite value to send on
+            broken.append("number")
+            return INVALID
+        return f
+
+    def parse_constant(s: str) -> Any:  # NaN, Infinity, -Infinity
+        broken.append("constant")
+        return INVALID
+
+    def pairs(items: list[tuple[str, Any]]) -> Any:
+        out = dict(items)
+        if len(out) != len(items) or (out and max(map(len, out)) > MAX_KEY_CHARS):
+            broken.append("key")
+            return INVALID
+        return out
+
+    long_numbers = _LONG_NUMBER_RE.search(text) is not None
+    decoder = json.JSONDecoder(object_pairs_hook=pairs, parse_float=parse_float,
+                               parse_int=parse_int if long_numbers else int,
+                               parse_constant=parse_constant)
+    value = decoder.decode(text)  # ValueError (JSONDecodeError) on syntax or trailing text
+    clean = (not broken and _SURROGATE_ESCAPE_RE.search(text) is None
+             and (from_utf8 or _SURROGATE_RE.search(text) is None))
+    return Parsed(value, depth, clean)
+
+
+def _int_ok(v: int) -> bool:
+    """An integer written as at most MAX_NUMBER_CHARS characters."""
+    if -10**15 < v < 10**15:
+        return True
+    return v.bit_length() <= 4 * MAX_NUMBER_CHARS and len(str(v)) <= MAX_NUMBER_CHARS
+
+
+def json_ok(value: Any, max_depth: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` is JSON within the limits: only JSON types (str keys), nesting at most
+    ``max_depth`` (a top-level object or array is depth 1), keys of at most MAX_KEY_CHARS
+    characters, integers of at most MAX_NUMBER_CHARS characters, finite floats, no lone
+    surrogate in any string or key, no :data:`INVALID`. Iterative (no recursion): any depth
+    is answered."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        v, depth = pop()
+        if isinstance(v, str):
+            if not v.isascii() and _SURROGATE_RE.search(v):
+                return False
+        elif v is None or v is True or v is False:
+            pass
+        elif isinstance(v, int):
+            if not _int_ok(v):
+                return False
+        elif isinstance(v, float):
+            if v != v or v in (_INF, -_INF):
+                return False
+        elif isinstance(v, dict):
+            if depth >= max_depth:
+                return False
+            for k, x in v.items():
+                if (not isinstance(k, str) or len(k) > MAX_KEY_CHARS
+                        or (not k.isascii() and _SURROGATE_RE.search(k))):
+                    return False
+                push((x, depth + 1))
+        elif isinstance(v, (list, tuple)):
+            if depth >= max_depth:
+                return False
+            for x in v:
+                push((x, depth + 1))
+        else:  # INVALID or a type JSON does not have
+            return False
+    return True
 
 
 def loads_strict(text: str | bytes) -> Any:
-    """JSON as Spark's ``parse_json`` reads it: no NaN/Infinity, no duplicate keys."""
-    return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_object_pairs)
+    """One JSON value within the limits (raises ValueError otherwise): no NaN/Infinity, no
+    duplicate keys, nothing after the value, the limits above."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8")
+        parsed = parse_json(text, MAX_DEPTH)
+    else:
+        parsed = parse_json(text, MAX_DEPTH, from_utf8=False)
+    if not parsed.clean and not json_ok(parsed.value):
+        raise ValueError("not valid JSON: a limit is broken")
+    return parsed.value
+
+
+@dataclass(frozen=True)
+class Batch:
+    """An HTTP body read by :func:`loads_batch`: its events (one, or the elements of an array),
+    whether each is JSON within the limits, and whether the body was an array."""
+
+    events: list[Any]
+    json_ok: list[bool]
+    array: bool
+
+
+def loads_batch(text: str, max_depth: int = MAX_BODY_DEPTH) -> Batch:
+    """A body of one event or an array of them, with a verdict on the JSON limits per event
+    (each event is held to MAX_DEPTH by itself). Raises ValueError for a body that is not JSON
+    or is nested deeper than ``max_depth``."""
+    parsed = parse_json(text, max_depth)
+    array = isinstance(parsed.value, list)
+    events = parsed.value if array else [parsed.value]
+    if parsed.clean and parsed.depth - array <= MAX_DEPTH:
+        ok = [True] * len(events)
+    else:
+        ok = [json_ok(e) for e in events]
+    return Batch(events, ok, array)
 
 
 def _is_int64(v: Any) -> bool:
@@ -221,17 +415,22 @@ class EventValidator:
 
     # Entry points ---------------------------------------------------------------------------
     def validate_raw(self, raw: bytes | str, clock_ms: int) -> dict[str, Any]:
-        """Validate one serialised event (a Kafka message value)."""
-        if isinstance(raw, (bytes, bytearray, memoryview)):
+        """Validate one serialised event (a Kafka message value): UTF-8, then JSON within the
+        limits (one reason, ``event: not valid JSON``, for every way of breaking them), then
+        the contract."""
+        from_utf8 = isinstance(raw, (bytes, bytearray, memoryview))
+        if from_utf8:
             try:
                 raw = bytes(raw).decode("utf-8")
             except UnicodeDecodeError:
                 raise ValidationError("event", RULE_UTF8) from None
         try:
-            obj = loads_strict(raw)
-        except (ValueError, RecursionError):
+            parsed = parse_json(raw, MAX_DEPTH, from_utf8)
+        except ValueError:
             raise ValidationError("event", RULE_JSON) from None
-        return self.validate(obj, clock_ms)
+        if not parsed.clean and not json_ok(parsed.value):
+            raise ValidationError("event", RULE_JSON)
+        return self._fields(parsed.value, clock_ms)
 
     def check_raw(self, raw: bytes | str, clock_ms: int) -> str | None:
         """The reason ``raw`` is rejected, or None when it is valid."""
@@ -242,7 +441,15 @@ class EventValidator:
         return None
 
     def validate(self, obj: Any, clock_ms: int) -> dict[str, Any]:
-        """Validate one parsed event; return it normalised (``ts`` as epoch ms)."""
+        """Validate one event given as a Python value; return it normalised (``ts`` as epoch
+        ms). The value must be JSON within the limits (:func:`json_ok`), so that what is sent
+        is what the stream accepts."""
+        if not json_ok(obj):
+            raise ValidationError("event", RULE_JSON)
+        return self._fields(obj, clock_ms)
+
+    def _fields(self, obj: Any, clock_ms: int) -> dict[str, Any]:
+        """The contract's rules on a value already known to be JSON within the limits."""
         if type(obj) is not dict:
             raise ValidationError("event", RULE_OBJECT)
         out: dict[str, Any] = {}
@@ -313,15 +520,22 @@ class EventValidator:
             return ms
         return check_ts
 
-    def partition(self, events: Iterable[Any], clock_ms: int
+    def partition(self, events: Iterable[Any], clock_ms: int,
+                  json_checked: Sequence[bool] | None = None
                   ) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[int, str]]]:
         """Split a batch into (index, valid event) and (index, reason): one bad event never
-        affects the others."""
+        affects the others. ``json_checked``: per event, whether it is already known to be JSON
+        within the limits (:attr:`Batch.json_ok`); without it each event is checked."""
         good: list[tuple[int, dict[str, Any]]] = []
         bad: list[tuple[int, str]] = []
         for i, obj in enumerate(events):
             try:
-                good.append((i, self.validate(obj, clock_ms)))
+                if json_checked is None:
+                    good.append((i, self.validate(obj, clock_ms)))
+                elif json_checked[i]:
+                    good.append((i, self._fields(obj, clock_ms)))
+                else:
+                    raise ValidationError("event", RULE_JSON)
             except ValidationError as exc:
                 bad.append((i, str(exc)))
         return good, bad
@@ -329,15 +543,21 @@ class EventValidator:
 
 def to_json(event: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON of an event, the Kafka message value (orjson: on the ingest hot path;
-    the json module for what orjson refuses, such as integers beyond 64 bits)."""
+    the json module for what orjson refuses, such as integers beyond 64 bits).
+
+    Raises (TypeError, ValueError, UnicodeEncodeError) for what it cannot write as JSON, such as
+    a lone surrogate; the fallback refuses NaN and Infinity instead of writing them (orjson
+    writes them as null). An event that passed the validator holds none of these."""
     try:
         return _orjson_dumps(event)
     except TypeError:
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")
 
 
 try:
     from orjson import dumps as _orjson_dumps
 except ImportError:  # pragma: no cover - orjson is a dependency; keep the module importable
     def _orjson_dumps(event: Any) -> bytes:
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")

@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from schemas.event import (
-    FIELDS, MIN_TS_MS, RFC3339, RULE_JSON, RULE_OBJECT, RULE_REQUIRED, RULE_TS_BEFORE,
+    FIELDS, MAX_DEPTH, MAX_KEY_CHARS, MAX_NUMBER_CHARS, MIN_TS_MS, RFC3339, RULE_JSON, RULE_OBJECT, RULE_REQUIRED, RULE_TS_BEFORE,
     RULE_TS_FORMAT, RULE_UTF8, Field, reason, rule_enum, rule_max_len, rule_pattern, rule_range,
     rule_ts_future, rule_type,
 )
@@ -65,27 +65,114 @@ def rfc3339_ms(s: Column) -> Column:
     return F.when(valid, ms.cast("long"))
 
 
-# Stands after the record in the wrapped text; see _json_columns.
-_SENTINEL = "tally-end"
+# The JSON limits of schemas.event, read from the text with regular expressions. Java's regex
+# engine recurses once per iteration of a repeated group (such as (?:[^"\\]|\\.)*) and throws
+# StackOverflowError on long inputs, which would fail the task and stop the stream: only
+# single-character-class repetitions and top-level alternations are used here.
+_OPEN = ("{", "[")
+_WS = "[ \\t\\n\\r]"  # JSON's whitespace, the only one either parser accepts
+_PAIR = "\\\\u[dD][89abAB][0-9a-fA-F]{2}\\\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a surrogate pair
+# Every escape, read left to right (so that the 'u' after an escaped backslash is no escape).
+_ESCAPE = f"{_PAIR}|\\\\u[0-9a-fA-F]{{4}}|\\\\[\\s\\S]"
+# The same tokens with a surrogate escape outside a pair in group 1.
+_LONE_SURROGATE = f"{_PAIR}|(\\\\u[dD][89a-fA-F][0-9a-fA-F]{{2}})|\\\\[\\s\\S]"
+# Once every escape is one character, a string is "[^"]*" and its length is that of the decoded
+# string (Java's regex counts code points, as len() does). The skeleton: each string becomes "",
+# except a key longer than MAX_KEY_CHARS, which becomes """ (two strings are never adjacent in
+# JSON); brackets, numbers and literals are left.
+_STRINGS = (f'"[^"]{{0,{MAX_KEY_CHARS}}}"|"[^"]*("{_WS}*:)|"[^"]*"', '""$1')
+# The structure: each string one '"', whitespace dropped, every other run of characters that are
+# not brackets reduced to its first one.
+_STRUCTURE = (f'(")[^"]*"|{_WS}+|([^\\[\\]{{}}" \\t\\n\\r])[^\\[\\]{{}}" \\t\\n\\r]*', "$1$2")
+# A container holding no container (in the structure): replacing every one by a character takes
+# one level off the whole structure, in one linear pass. A value nested at most _LEAF_PASSES deep
+# is then one character, anything after it more characters; deeper, a running depth decides.
+# (Not all MAX_DEPTH levels this way: that much generated code in the stage cost every event
+# about twice as much, past what the JIT compiles.)
+_LEAF = ("\\{[^\\[\\]{}]*\\}|\\[[^\\[\\]{}]*\\]", "x")
+_LEAF_PASSES = 4
+# A number literal longer than MAX_NUMBER_CHARS (the look-behind keeps the search linear).
+_LONG_NUMBER = f"(?<![-+.0-9eE])[-+.0-9eE]{{{MAX_NUMBER_CHARS + 1}}}"
+# A digit followed by an 'e' (an exponent, the only way a number this short overflows a double)
+# or by MAX_NUMBER_CHARS - 1 more number characters (which any longer number has, '-' or not).
+# Finding none rules both out; finding one sends the text to the exact checks. (Half the cost
+# of searching for _LONG_NUMBER itself.)
+_NUMBERISH = f"[0-9](?:[eE]|[-+.0-9eE]{{{MAX_NUMBER_CHARS - 1}}})"
+_EXP_NUMBER = "-?[0-9]+(?:[.][0-9]+)?[eE][-+]?[0-9]+"
+_SCALAR = (f'^{_WS}*(?:""|-?(?:0|[1-9][0-9]*)(?:[.][0-9]+)?(?:[eE][-+]?[0-9]+)?'
+           f"|true|false|null){_WS}*\\z")
+# One container holding no bracket (not even in a string), only whitespace after it.
+_FLAT = f"^{_WS}*[{{\\[][^\\[\\]{{}}]*[}}\\]]{_WS}*\\z"
+
+
+def _first(s: Column) -> Column:
+    """The first character of ``s`` that is not JSON whitespace."""
+    return F.substring(F.ltrim(s, F.lit(" \t\n\r")), 1, 1)
+
+
+def _depth_ok(reduced: Column, max_depth: int) -> Column:
+    """Whether a reduced structure that opens with a bracket is one value nested at most
+    ``max_depth`` deep: a running depth whose maximum is at most ``max_depth``, back at 0
+    exactly once, at its last character (anything after is trailing text)."""
+    start = F.struct(F.lit(0).alias("d"), F.lit(0).alias("m"), F.lit(0).alias("z"))
+
+    def step(acc: Column, c: Column) -> Column:
+        d = acc["d"] + F.when(c.isin("{", "["), 1).when(c.isin("}", "]"), -1).otherwise(0)
+        return F.struct(d.alias("d"), F.greatest(acc["m"], d).alias("m"),
+                        (acc["z"] + F.when(d == 0, 1).otherwise(0)).alias("z"))
+
+    end = F.aggregate(F.split(reduced, ""), start, step)
+    return (end["d"] == 0) & (end["z"] == 1) & (end["m"] <= max_depth)
 
 
 def _json_columns(raw: Column) -> list[dict[str, Column]]:
-    """Two stages of columns: ``_json`` (the text), ``_ok_utf8`` and ``_w`` (the wrapped parse),
-    then ``_v`` (the VARIANT, NULL unless the whole text is one JSON value).
+    """Stages of columns ending in ``_json`` (the text), ``_ok_utf8`` and ``_v`` (the VARIANT,
+    NULL unless the text is one JSON value within the limits of :mod:`schemas.event`).
 
-    ``try_parse_json`` ignores whatever follows the first complete value ('{"a":1} x'), which
-    Python's json rejects. Parsing ``[<text>,"<sentinel>"]`` instead and requiring exactly two
-    elements with the sentinel second accepts exactly the texts that are one JSON value. The
-    parse is its own column so that it runs once per record."""
-    text = raw.cast("string")
-    w = F.col("_w")
-    whole = (w.isNotNull()
-             & F.variant_get(w, "$[2]", "variant").isNull()
-             & (F.try_variant_get(w, "$[1]", "string") == _SENTINEL))
+    ``try_parse_json`` decides the syntax of the first value in the text, but ignores whatever
+    follows it ('{"a":1} x'); the rest is read from the text, with cheap conditions first:
+
+    * ``_quick``, the ordinary event: flat (one container holding no bracket and nothing after
+      it), too short for a long key (MAX_KEY_CHARS + 2 characters at most) and no number
+      character run or exponent (``_n``). Nothing more to check.
+    * otherwise ``_e`` (every escape one character, when there is an escape); ``_skel`` where a
+      long key, a long or overflowing number or a top-level scalar is possible; ``_r``, the
+      structure of a container with levels taken off until one character is left.
+
+    Lone surrogates (``_lone``) are looked for only where a surrogate escape is. Each stage is
+    its own projection so that each expensive expression runs once per record."""
+    text, v0 = F.col("_json"), F.col("_v0")
+    short, n, e, skel, r = (F.col(c) for c in ("_short", "_n", "_e", "_skel", "_r"))
+    lone = F.array_join(F.regexp_extract_all(text, F.lit(_LONE_SURROGATE), 1), "") != ""
+    container = _first(e).isin(*_OPEN)
+    more = F.when((F.length(r) > 1) & F.substring(r, 1, 1).isin(*_OPEN),
+                  F.regexp_replace(r, *_LEAF)).otherwise(r)
+    exponents = F.regexp_extract_all(skel, F.lit(_EXP_NUMBER), 0).try_cast("array<double>")
+    infinite = F.coalesce(F.array_contains(exponents, float("inf"))
+                          | F.array_contains(exponents, float("-inf")), F.lit(False))
+    numbers_ok = (~n | ~((F.length(skel) > MAX_NUMBER_CHARS) & skel.rlike(_LONG_NUMBER))
+                  & ~(skel.rlike("[0-9][eE]") & infinite))
+    keys_ok = short | (F.instr(skel, '"""') == 0)
+    shape = (F.when(r.isNull(), skel.rlike(_SCALAR))  # a scalar: only whitespace around it
+             .when(F.length(r) == 1, True)
+             .when(F.substring(r, 1, 1).isin(*_OPEN), _depth_ok(r, MAX_DEPTH - _LEAF_PASSES))
+             .otherwise(False))  # text after the value
     return [
-        {"_json": text, "_ok_utf8": F.is_valid_utf8(text),
-         "_w": F.try_parse_json(F.concat(F.lit("["), text, F.lit(f',"{_SENTINEL}"]')))},
-        {"_v": F.when(whole, F.variant_get(w, "$[0]", "variant"))},
+        {"_json": raw.cast("string")},
+        {"_ok_utf8": F.is_valid_utf8(text), "_v0": F.try_parse_json(text)},
+        {"_short": F.length(text) <= MAX_KEY_CHARS + 2,
+         "_n": v0.isNotNull() & text.rlike(_NUMBERISH),
+         "_lone": (v0.isNotNull() & (F.instr(text, "\\u") > 0)
+                   & text.rlike("\\\\u[dD][89a-fA-F]") & lone)},
+        {"_quick": v0.isNotNull() & short & ~n & text.rlike(_FLAT)},
+        {"_e": F.when(v0.isNull() | F.col("_quick"), None)
+                .when(F.instr(text, "\\") > 0, F.regexp_replace(text, _ESCAPE, "_"))
+                .otherwise(text)},
+        {"_skel": F.when(~short | n | ~container, F.regexp_replace(e, *_STRINGS)),
+         "_r": F.when(container, F.regexp_replace(F.regexp_replace(e, *_STRUCTURE), *_LEAF))},
+        *[{"_r": more} for _ in range(_LEAF_PASSES - 1)],
+        {"_v": F.when(v0.isNotNull() & ~F.col("_lone")
+                      & (F.col("_quick") | keys_ok & numbers_ok & shape), v0)},
     ]
 
 
@@ -175,7 +262,7 @@ def validate_events(df: DataFrame, value_col: str = "value", clock_col: str = "t
         (~F.col("_ok_utf8"), reason("event", RULE_UTF8)),
         (F.col("_v").isNull(), reason("event", RULE_JSON)),
         # _v is one valid JSON value here, so it is an object exactly when it opens with '{'.
-        (~F.col("_json").rlike("^[ \\t\\r\\n]*[{]"), reason("event", RULE_OBJECT)),
+        (_first(F.col("_json")) != "{", reason("event", RULE_OBJECT)),
     ]
     values: dict[str, Column] = {}
     for f in FIELDS:

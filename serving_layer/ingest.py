@@ -2,7 +2,14 @@
 the server clock, the valid ones sent through the producer; answered 202 only once Kafka has
 acknowledged every accepted event (a flush of this request's sends). A Kafka failure is 503 with
 ``Retry-After``: the client retries the whole request, and the copies that did reach Kafka are
-removed downstream by ``event_id``."""
+removed downstream by ``event_id``.
+
+The body is read by the contract's own JSON reader (:func:`schemas.event.loads_batch`): a body
+that is not JSON, or is nested deeper than ``MAX_BODY_DEPTH``, is a 400 for the body; every other
+JSON limit (number and key lengths, nesting, lone surrogates, duplicate keys) is decided per
+event, as the stream decides it for the record that event becomes, so one bad event of an array
+is rejected alone. Every accepted event is serialized before any is sent: an event that cannot be
+(which the validator should make impossible) is a 400 naming it, and nothing is sent."""
 
 from __future__ import annotations
 
@@ -10,12 +17,14 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from schemas.event import EventValidator, loads_strict, to_json
+from schemas.event import MAX_BODY_DEPTH, EventValidator, loads_batch, reason, to_json
 from serving_layer import metrics
 from serving_layer.app import require_key, resources, tally_cfg
 from tally.errors import ApiError, ProducerError
 
 bp = Blueprint("ingest", __name__)
+
+RULE_SERIALIZE = "could not be serialized as JSON"
 
 
 def _validator() -> EventValidator:
@@ -31,28 +40,41 @@ def post_events() -> tuple[Response, int]:
     cfg = tally_cfg()
     raw = request.get_data(cache=False)  # 413 past serve.max_body_bytes (MAX_CONTENT_LENGTH)
     try:
-        body = loads_strict(raw.decode("utf-8"))
+        batch = loads_batch(raw.decode("utf-8"), MAX_BODY_DEPTH)
     except UnicodeDecodeError:
         raise ApiError(400, "body: not valid UTF-8") from None
-    except (ValueError, RecursionError):
+    except ValueError:
         raise ApiError(400, "body: not valid JSON (one event object or an array of them)") from None
-    events = body if isinstance(body, list) else [body]
+    events = batch.events
     if len(events) > cfg.serve.max_events:
         raise ApiError(413, f"body: at most {cfg.serve.max_events} events per request, "
                             f"got {len(events)}")
     if not events:
         raise ApiError(400, "body: holds no event")
     clock = int(time.time() * 1000)
-    good, bad = _validator().partition(events, clock)
-    rejected = [{"index": i, "error": reason} for i, reason in bad]
-    metrics.EVENTS.labels("rejected").inc(len(bad))
+    good, bad = _validator().partition(events, clock, batch.json_ok)
+    rejected = [{"index": i, "error": why} for i, why in bad]
     if not good:
+        metrics.EVENTS.labels("rejected").inc(len(bad))
         raise ApiError(400, "body: holds no valid event", rejected=rejected)
+    # All of them serialized before the first is sent: a failure then sends nothing.
+    messages = []
+    for i, event in good:
+        try:
+            messages.append((to_json(events[i]), event["video_id"].encode("ascii")))
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # UnicodeError too
+            metrics.EVENTS.labels("rejected").inc(len(events))
+            why = reason("event", RULE_SERIALIZE)
+            raise ApiError(400, f"body: event {i} {RULE_SERIALIZE} ({type(exc).__name__}); "
+                                "no event was sent",
+                           rejected=sorted(rejected + [{"index": i, "error": why}],
+                                           key=lambda r: r["index"])) from None
+    metrics.EVENTS.labels("rejected").inc(len(bad))
     res = resources()
     producer = res.producer()  # DependencyError (503, kafka) when it cannot connect
     try:
-        for i, event in good:
-            producer.send_raw(to_json(events[i]), event["video_id"].encode("ascii"))
+        for value, key in messages:
+            producer.send_raw(value, key)
         producer.flush(timeout_s=cfg.serve.kafka_timeout_s)
     except ProducerError:
         res.drop_producer()

@@ -24,6 +24,14 @@ def with_(**changes) -> bytes:
     return json.dumps(e, ensure_ascii=False).encode("utf-8")
 
 
+def deep(n: int) -> list:
+    """A list nested ``n`` deep (an event holding it is nested n + 1 deep)."""
+    v: list = []
+    for _ in range(n - 1):
+        v = [v]
+    return v
+
+
 # (name, raw bytes, expected reason)
 BAD: list[tuple[str, bytes, str]] = [
     ("not json", b'{"event_id": "e-1", ', "event: not valid JSON"),
@@ -83,6 +91,30 @@ BAD: list[tuple[str, bytes, str]] = [
     ("schema_version string", with_(schema_version="2"), "schema_version: must be an integer"),
     ("schema_version zero", with_(schema_version=0), "schema_version: must be between 1 and 2147483647"),
     ("first rule wins", with_(event_id=..., video_id=...), "event_id: required"),
+    # The JSON limits (schemas.event): each broken one is "event: not valid JSON".
+    ("number of 101 characters", with_(x=10**100), "event: not valid JSON"),
+    ("negative number of 101 characters", with_(x=-(10**99)), "event: not valid JSON"),
+    ("number of 100 characters in a field", with_(watch_ms=10**99), "watch_ms: must be an integer"),
+    ("integer of 4,301 digits", with_(watch_ms=...)[:-1] + b', "x": ' + b"7" * 4301 + b"}",
+     "event: not valid JSON"),
+    ("number beyond a double", with_(x=1)[:-2] + b'1e400}', "event: not valid JSON"),
+    ("key of 257 characters", with_(**{"k" * 257: 1}), "event: not valid JSON"),
+    ("key of 257 characters nested", with_(x={"a": [{"\u00e9" * 257: 1}]}), "event: not valid JSON"),
+    ("depth 65", with_(x=deep(64)),
+     "event: not valid JSON"),
+    ("depth 1000", with_(x=...)[:-1] + b', "x": ' + b"[" * 999 + b"]" * 999 + b"}",
+     "event: not valid JSON"),
+    ("lone surrogate in an optional field", json.dumps(dict(GOOD, user_id="\ud800")).encode(),
+     "event: not valid JSON"),
+    ("lone surrogate in an extra field", json.dumps(dict(GOOD, x=["\udc00"])).encode(),
+     "event: not valid JSON"),
+    ("reversed surrogates", json.dumps(dict(GOOD, x="\udc00\ud800")).encode(),
+     "event: not valid JSON"),
+    ("lone surrogate in a key", json.dumps(dict(GOOD, **{"\ud800": 1})).encode(),
+     "event: not valid JSON"),
+    ("closes the old wrapper", json.dumps(GOOD).encode() + b',"tally-end"] x',
+     "event: not valid JSON"),
+    ("Infinity", with_(x=1)[:-2] + b"Infinity}", "event: not valid JSON"),
 ]
 
 def utc_ms(*args) -> int:
@@ -114,4 +146,11 @@ GOOD_CASES: list[tuple[str, bytes, int]] = [
     ("64-char ids", with_(event_id="e" * 64, video_id="v" * 64), 1_794_910_500_123),
     ("watch_ms bounds", with_(watch_ms=86_400_000), 1_794_910_500_123),
     ("unicode in optional field", with_(country="Côte d’Ivoire"), 1_794_910_500_123),
+    # At the JSON limits, not beyond.
+    ("number of 100 characters", with_(x=10**99), 1_794_910_500_123),
+    ("key of 256 characters, astral", with_(**{"\U0001F600" * 256: 1}), 1_794_910_500_123),
+    ("depth 64", with_(x=deep(63)),
+     1_794_910_500_123),
+    ("surrogate pair", json.dumps(dict(GOOD, user_id="\U0001F600")).encode(), 1_794_910_500_123),
+    ("whitespace after the value", json.dumps(GOOD).encode() + b" \n\t\r", 1_794_910_500_123),
 ]

@@ -4,6 +4,8 @@ HBase-down flags, ingest acknowledgement and its failure."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from schemas.config import load_config
@@ -277,6 +279,53 @@ def test_ingest_acknowledged_and_kafka_failure(setup):
     r = c.post("/v1/events", json=ev)
     assert r.status_code == 503 and r.json["dependency"] == "kafka" and r.headers["Retry-After"]
     assert res._producer is None  # a fresh client on the next request
+
+
+def test_ingest_rejects_a_lone_surrogate_alone(setup):
+    """A lone surrogate (which no UTF-8 encoder writes and the stream refuses) in one event of an
+    array rejects that event only, as not valid JSON: never a 500, never half sent."""
+    cfg, app, res = setup
+    res._producer = FakeProducer()
+    ev = {"event_id": "e1", "video_id": "v1", "event_type": "view", "ts": "2025-11-25T00:00:00Z"}
+    bad = '{"event_id":"e2","video_id":"v1","event_type":"view","ts":"2025-11-25T00:00:00Z",' \
+          '"note":"\\ud800"}'
+    body = "[" + ",".join([json.dumps(ev), bad, json.dumps({**ev, "event_id": "e3"})]) + "]"
+    r = app.test_client().post("/v1/events", data=body, content_type="application/json")
+    assert r.status_code == 202, r.json
+    assert r.json == {"accepted": 2, "rejected": [{"index": 1, "error": "event: not valid JSON"}]}
+    assert [json.loads(v)["event_id"] for _, v in res._producer.sent] == ["e1", "e3"]
+    # Alone, it is a 400 naming it.
+    res._producer = FakeProducer()
+    r = app.test_client().post("/v1/events", data=bad, content_type="application/json")
+    assert r.status_code == 400 and r.json["rejected"] == [
+        {"index": 0, "error": "event: not valid JSON"}]
+    assert res._producer.sent == []
+
+
+def test_ingest_sends_nothing_when_an_event_cannot_be_serialized(setup, monkeypatch):
+    """Every accepted event is serialized before the first is sent: one that cannot be is a 400
+    naming it, and Kafka received nothing of the request."""
+    from serving_layer import ingest
+
+    cfg, app, res = setup
+    res._producer = FakeProducer()
+    real = ingest.to_json
+
+    def failing(event):
+        if event.get("event_id") == "e2":
+            raise TypeError("injected")
+        return real(event)
+
+    monkeypatch.setattr(ingest, "to_json", failing)
+    evs = [{"event_id": f"e{i}", "video_id": "v1", "event_type": "view",
+            "ts": "2025-11-25T00:00:00Z"} for i in range(1, 4)]
+    r = app.test_client().post("/v1/events", json=evs + [{"event_id": "e4"}])
+    assert r.status_code == 400, r.json
+    assert "event 1" in r.json["error"] and "no event was sent" in r.json["error"]
+    assert r.json["rejected"] == [
+        {"index": 1, "error": "event: could not be serialized as JSON"},
+        {"index": 3, "error": "video_id: required"}]
+    assert res._producer.sent == [] and res._producer.flushed == 0
 
 
 def test_keys_and_rate_limit(tmp_path):
