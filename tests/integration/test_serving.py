@@ -209,6 +209,38 @@ def test_ingest_end_to_end_to_kafka(stack, tmp_path, unique):
     assert all(rec.key == json.loads(rec.value)["video_id"].encode() for rec in records)
 
 
+def test_ingest_is_all_or_nothing_on_kafka(stack, tmp_path, unique, monkeypatch):
+    """On the real broker: a lone surrogate in one event of an array is that event's rejection
+    (no 5xx), the others are sent; a serializer failure injected into one event of an array
+    answers 400 and the topic's end offsets do not move (nothing sent before the failure)."""
+    from serving_layer import ingest
+    from tally.provision import end_offsets
+
+    inst = make_installation(stack, tmp_path, unique)
+    client = make_client(inst.cfg)
+    now = int(time.time() * 1000)
+    events = [{"event_id": f"a-{i}", "video_id": f"v{i}", "event_type": "view", "ts": now}
+              for i in range(6)]
+    body = json.dumps(events[:3])[:-1] + ', {"event_id": "s", "video_id": "v", ' \
+        '"event_type": "view", "ts": %d, "note": "\\ud800"}, ' % now + json.dumps(events[3:])[1:]
+    r = client.post("/v1/events", data=body, content_type="application/json")
+    assert r.status_code == 202, r.json
+    assert r.json == {"accepted": 6, "rejected": [{"index": 3, "error": "event: not valid JSON"}]}
+    assert len(consume(inst.cfg, 6)) == 6
+    before = end_offsets(inst.cfg)
+    real = ingest.to_json
+
+    def failing(event):
+        if event["event_id"] == "a-4":
+            raise TypeError("injected")
+        return real(event)
+
+    monkeypatch.setattr(ingest, "to_json", failing)
+    r = client.post("/v1/events", json=events)
+    assert r.status_code == 400 and "event 4" in r.json["error"], r.json
+    assert end_offsets(inst.cfg) == before
+
+
 def test_bad_requests_keys_and_sizes(world):
     key = "k" * 24
     client = make_client(world.inst.cfg, api_keys=[key], read_requires_key=True)
