@@ -110,6 +110,22 @@ class TimeWorld:
             time.sleep(0.5)
         raise AssertionError(f"the archive did not catch up with {ends}:\n{self.inst.stream_log()}")
 
+    def wait_watermark(self, at_least_ms: int, timeout_s: float = 180) -> None:
+        """Until the speed query runs with a watermark of at least ``at_least_ms`` (it reads
+        the topic on its own, and may be behind the archive)."""
+        from speed_layer.store import HBaseSpeedStore
+
+        store = HBaseSpeedStore(self.inst.cfg)
+        deadline = time.monotonic() + timeout_s
+        progress = None
+        while time.monotonic() < deadline:
+            progress = store.read_progress() or {}
+            if progress.get("watermark") and parse_rfc3339_ms(progress["watermark"]) >= at_least_ms:
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"the speed watermark did not reach {format_ms(at_least_ms)}: "
+                             f"{progress}\n{self.inst.stream_log()}")
+
     def assert_truth(self, videos, lo: str, hi: str) -> None:
         """Merged counts by day = the truth, for ``videos`` over [lo, hi)."""
         for v in videos:
@@ -195,6 +211,9 @@ def test_old_and_buffered_events_make_days_pending_and_never_move_the_horizon(wo
     before = {d: w.truth[("tw-b", "view", d)] for d in (days_ago(2),)}
     # One valid event dated 2000-01-01 over HTTP, and a mobile client's week of buffered events
     # straight to Kafka (days 7..1 ago, some published, some never seen).
+    # The watermark the previous step's events set (yesterday 20:39 - stream.watermark): every
+    # buffered event below is behind it.
+    w.wait_watermark(day_ms(days_ago(1)) + 20 * 3_600_000 + 39 * MIN - w.inst.cfg.stream.watermark_ms)
     w.post(w.events(1, "tw-old", lambda i: parse_rfc3339_ms("2000-01-01T00:00:00Z")))
     week = [days_ago(n) for n in range(7, 0, -1)]
     buffered = [e for d in week for e in w.events(5, "tw-b", lambda i, d=d: day_ms(d) + 7_200_000 + i)]
