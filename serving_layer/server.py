@@ -46,11 +46,6 @@ def run(cfg: TallyConfig, host: str | None = None, port: int | None = None) -> i
 
         multiprocess.mark_process_dead(worker.pid)
 
-    def post_fork(_server, _worker) -> None:
-        from speed_layer import store
-
-        store._POOLS.clear()  # never a connection made before the fork
-
     class TallyServer(BaseApplication):
         def load_config(self) -> None:
             settings = {
@@ -61,7 +56,6 @@ def run(cfg: TallyConfig, host: str | None = None, port: int | None = None) -> i
                 "graceful_timeout": 10,
                 "preload_app": False,
                 "child_exit": child_exit,
-                "post_fork": post_fork,
                 "accesslog": None,
                 "errorlog": "-",
                 "loglevel": "warning",

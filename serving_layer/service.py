@@ -48,9 +48,6 @@ class Resources:
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():  # forked: drop what the parent made, never use its sockets
-            from speed_layer import store
-
-            store._POOLS.clear()
             self._pid = os.getpid()
             self._batch = self._speed = self._producer = None
             self._top_cache = self._counts_cache = self._progress = self._video_index = None

@@ -10,6 +10,7 @@ retry may cure (Thrift down, a timeout) are retried with exponential backoff for
 from __future__ import annotations
 
 import json
+import os
 import random
 import socket
 import struct
@@ -76,6 +77,8 @@ def _retriable(exc: BaseException) -> bool:
 
 
 _POOLS: dict[tuple, Any] = {}
+# A forked child (a gunicorn worker) never uses its parent's sockets: it makes its own pools.
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _pool(cfg: TallyConfig):
