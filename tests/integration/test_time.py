@@ -98,33 +98,33 @@ class TimeWorld:
 
         return ArchiveIndex(lake_store(self.inst.cfg)).state()
 
-    def wait_archived(self, timeout_s: float = 180) -> None:
+    def until(self, what: str, cond, timeout_s: float = 180) -> None:
+        """Poll ``cond`` until it holds; fail naming ``what``, with the stream's log."""
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} within {timeout_s:.0f}s:\n{self.inst.stream_log()}")
+            time.sleep(0.5)
+
+    def wait_archived(self) -> None:
         """Until the archive's index holds everything the topic holds now."""
         from batch_layer.job import archive_lag, topic_end_offsets
 
         ends = topic_end_offsets(self.inst.cfg)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if archive_lag(ends, self.state(), self.inst.cfg.kafka.topic) == 0:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"the archive did not catch up with {ends}:\n{self.inst.stream_log()}")
+        self.until(f"the archive caught up with {ends}",
+                   lambda: archive_lag(ends, self.state(), self.inst.cfg.kafka.topic) == 0)
 
-    def wait_watermark(self, at_least_ms: int, timeout_s: float = 180) -> None:
+    def wait_watermark(self, at_least_ms: int) -> None:
         """Until the speed query runs with a watermark of at least ``at_least_ms`` (it reads
         the topic on its own, and may be behind the archive)."""
         from speed_layer.store import HBaseSpeedStore
 
         store = HBaseSpeedStore(self.inst.cfg)
-        deadline = time.monotonic() + timeout_s
-        progress = None
-        while time.monotonic() < deadline:
-            progress = store.read_progress() or {}
-            if progress.get("watermark") and parse_rfc3339_ms(progress["watermark"]) >= at_least_ms:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"the speed watermark did not reach {format_ms(at_least_ms)}: "
-                             f"{progress}\n{self.inst.stream_log()}")
+
+        def reached() -> bool:
+            mark = (store.read_progress() or {}).get("watermark")
+            return bool(mark) and parse_rfc3339_ms(mark) >= at_least_ms
+        self.until(f"the speed watermark reached {format_ms(at_least_ms)}", reached)
 
     def assert_truth(self, videos, lo: str, hi: str) -> None:
         """Merged counts by day = the truth, for ``videos`` over [lo, hi)."""
