@@ -71,7 +71,7 @@ demo: setup
 bench: stack-up
 	$(PY) bench/ingest.py
 
-# docs/dashboard.png, the README's picture of the dashboard (its own tables, dropped after).
+# docs/dashboard.png, the picture of the dashboard in docs/serving.md (its own tables, dropped after).
 dashboard-png: stack-up
 	$(PY) docs/dashboard_png.py
 

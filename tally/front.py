@@ -10,7 +10,7 @@ nginx runs in the foreground of its own process group (``daemon off``), so it ha
 other part. The upstream fails over on connection errors and timeouts (passive health:
 ``max_fails``/``fail_timeout``); a POST that already reached an instance is never re-sent to
 another one, and the API's own 503 (a shared dependency is down) is passed to the client, not
-counted against the instance. README, "The front door", gives the reasons.
+counted against the instance. docs/serving.md, "The front door", gives the reasons.
 """
 
 from __future__ import annotations

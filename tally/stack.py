@@ -402,7 +402,7 @@ class Stack:
             if not port_free("127.0.0.1", port):
                 raise PortInUseError(
                     f"{part.name}: port {port} is held by {holder_of(port)}; stop it or "
-                    f"configure another port (see README, 'Ports')")
+                    f"configure another port (see docs/stack.md, 'Ports')")
 
     def _start(self, part: Part) -> int:
         part.prepare()
