@@ -46,6 +46,10 @@ from tally.lake import spark_uri
 LOG = log.get("batch")
 
 BROADCAST_MAX_IDS = 2_000_000  # repeated id hashes broadcast to the scan up to this many (~30 MB)
+VIEW_ROWS_PER_FILE = 4_000_000  # a day's view is split into files of at most this many rows
+# An input up to this size is read from the lake once and kept for the job's four passes over it
+# (ids, repeated ids, the rest, raw rows per day): on S3 each pass costs requests per file.
+KEEP_INPUT_MAX_BYTES = 256 << 20
 SHRINK_REASON = ("the input has {rows:,} raw rows, fewer than the {published:,} of the published "
                  "version {version}; the archive is append-only, so files are missing; "
                  "`tally reprocess --allow-shrink` publishes anyway")
@@ -232,24 +236,40 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
     mark = time.monotonic()
     version = new_version()
     with _shuffle_partitions(spark, cfg, size):
+        kept_input = size <= KEEP_INPUT_MAX_BYTES
+        if kept_input:
+            raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
         multi = transform.repeated_hashes(raw).persist(StorageLevel.MEMORY_AND_DISK)
         small = F.broadcast(multi) if multi.count() <= BROADCAST_MAX_IDS else multi
-        events = transform.distinct_events_by_day(raw, numbers, span, small).persist(
+        # Persisted: the few rows of repeated ids (the cross-day bookkeeping reads them again)
+        # and the minute counts (every view and check reads them), never the events themselves.
+        repeated = transform.repeated_events_by_day(raw, numbers, span, small).persist(
             StorageLevel.MEMORY_AND_DISK)
+        events = transform.distinct_events_by_day(raw, numbers, span, small, repeated=repeated)
+        counted = transform.minute_counts(events.where(F.col("dropped") == 0).drop("dropped", "day"))
+        counted = counted.persist(StorageLevel.MEMORY_AND_DISK)
+        hours = None
         try:
-            per_day = {int(r["day"]): r for r in events.groupBy("day").agg(
-                F.sum("copies").alias("rows"),
-                F.sum(F.when(F.col("dropped") == 1, F.col("copies")).otherwise(0)).alias("cross"),
-                F.sum(1 - F.col("dropped")).alias("events"),
-                F.sum(F.when(F.col("dropped") == 0, F.col("watch_ms")).otherwise(0)).alias("watch"),
-            ).collect()}
+            cross = {int(r["day"]): int(r["copies"]) for r in repeated.where(F.col("dropped") == 1)
+                     .groupBy("day").agg(F.sum("copies").alias("copies")).collect()}
+            # The minute view's checks and the raw rows it accounts for, per day, in one pass.
+            minute_stats = {r["date"]: r for r in counted.groupBy(
+                F.to_date("bucket_start").cast("string").alias("date")).agg(
+                F.count(F.lit(1)).alias("r"), F.sum("count").alias("n"), F.sum("watch_ms").alias("w"),
+                F.sum("copies").alias("copies")).collect()}
+            accounted = {day_number(d): int(r["copies"]) for d, r in minute_stats.items()}
+            per_day = {n: {"rows": accounted.get(n, 0) + cross.get(n, 0), "cross": cross.get(n, 0)}
+                       for n in set(accounted) | set(cross)}
             read_rows = {int(r["day"]): int(r["count"]) for r in
                          raw.where(F.col("day").isin(numbers)).groupBy("day").count().collect()}
-            kept = events.where(F.col("dropped") == 0).drop("dropped", "day")
-            minute = transform.drop_bookkeeping(transform.minute_counts(kept))
-            views = {g: v.withColumn("date", F.date_format("bucket_start", "yyyy-MM-dd"))
-                     for g, v in transform.views_from_minutes(minute).items()}
-            expected = {g: _stats_by_day(v) for g, v in views.items()}
+            rolled = transform.views_from_minutes(transform.drop_bookkeeping(counted))
+            # The hour view is read four times (its checks, its write, the day view's two).
+            hours = rolled["hour"].persist(StorageLevel.MEMORY_AND_DISK)
+            views = {g: v.withColumn("date", F.to_date("bucket_start").cast("string"))
+                     for g, v in rolled.items()}
+            expected = {"minute": {d: (int(r["r"]), int(r["n"] or 0), int(r["w"] or 0))
+                                   for d, r in minute_stats.items()},
+                        **{g: _stats_by_day(views[g]) for g in ("hour", "day")}}
             stages["compute"] = time.monotonic() - mark
             for d, n in zip(wanted, numbers):
                 acc = int(per_day[n]["rows"]) if n in per_day else 0
@@ -259,9 +279,9 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
             mark = time.monotonic()
             log.progress(f"{progress}: writing version {version}")
             for g in GRANULARITIES:
-                # One file per day and view, each sorted by video: a reader's filter on one video
-                # skips the row groups of the others.
-                (views[g].repartition(max(1, len(wanted)), "date")
+                # Few files per day and view, each sorted by video: a reader's filter on one video
+                # skips the row groups of the others (no global sort, which costs a sampling pass).
+                (_files_per_day(views[g], expected[g])
                  .sortWithinPartitions("date", "video_id", "event_type", "bucket_start")
                  .write.partitionBy("date").mode("errorifexists")
                  .parquet(spark_uri(catalog.store.url(f"{run_key(version)}/{g}"))))
@@ -269,8 +289,13 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
                     _fault("write")
             stages["write"] = time.monotonic() - mark
         finally:
-            events.unpersist()
+            if hours is not None:
+                hours.unpersist()
+            counted.unpersist()
+            repeated.unpersist()
             multi.unpersist()
+            if kept_input:
+                raw.unpersist()
     mark = time.monotonic()
     written = _verify(spark, catalog, version, wanted, expected)
     stages["verify"] = time.monotonic() - mark
@@ -316,6 +341,20 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
                                  stages, closed.get(d, False)))
         log.progress(f"[{len(results)}/{len(wanted)}] {results[-1].line()}")
     return results
+
+
+def _files_per_day(view, stats: dict[str, tuple[int, int, int]]):
+    """``view`` in partitions that each hold the rows of one day (or part of one): at most
+    :data:`VIEW_ROWS_PER_FILE` rows a file when days are about even. One day is coalesced (no
+    shuffle); several are shuffled by day and a hash of the video."""
+    from pyspark.sql import functions as F
+
+    per_day = {d: max(1, math.ceil(rows / VIEW_ROWS_PER_FILE)) for d, (rows, _, _) in stats.items()}
+    if len(per_day) <= 1:
+        return view.coalesce(max(per_day.values(), default=1))
+    split = max(per_day.values())
+    return (view.withColumn("_file", F.pmod(F.xxhash64("video_id"), F.lit(split)))
+            .repartition(sum(per_day.values()), "date", "_file").drop("_file"))
 
 
 def _stats_by_day(view) -> dict[str, tuple[int, int, int]]:

@@ -48,7 +48,8 @@ def distinct_events(raw: DataFrame, multi_hashes: DataFrame | None = None) -> Da
 
 
 def distinct_events_by_day(raw: DataFrame, days: list[int], span: int,
-                           multi_hashes: DataFrame | None = None) -> DataFrame:
+                           multi_hashes: DataFrame | None = None,
+                           repeated: DataFrame | None = None) -> DataFrame:
     """One row per (UTC day in ``days``, ``event_id``) that counts, as
     :func:`counting.counted_events` wants it, with ``copies`` (the raw rows of that day it stands
     for) and ``dropped`` (1 on the rows of an id whose day's copies are dropped because it has a
@@ -56,30 +57,42 @@ def distinct_events_by_day(raw: DataFrame, days: list[int], span: int,
 
     ``raw`` holds the archive rows of ``days`` and of the ``span`` days before each, with
     ``day`` (days since the epoch of the UTC day of ``ts``). As in :func:`distinct_events`, only
-    ids whose 64-bit hash repeats take the exact path, grouped by id and day."""
-    from pyspark.sql import Window
-
+    ids whose 64-bit hash repeats take the exact path, grouped by id and day
+    (:func:`repeated_events_by_day`; pass it as ``repeated`` to reuse a computed one)."""
     if multi_hashes is None:
         multi_hashes = repeated_hashes(raw)
-    joined = (raw.withColumn("_h", id_hash())
-              .join(multi_hashes.select("_h", F.lit(True).alias("_multi")), "_h", "left"))
-    wanted = F.col("day").isin(days)
-    singles = joined.where(F.col("_multi").isNull() & wanted).select(
-        "day", "event_id", "video_id", "event_type", F.unix_millis("ts").alias("ts"), "watch_ms",
-        F.lit(1).cast("long").alias("copies"), F.lit(0).alias("dropped"))
+    if repeated is None:
+        repeated = repeated_events_by_day(raw, days, span, multi_hashes)
+    singles = (_mark_repeated(raw, multi_hashes)
+               .where(F.col("_multi").isNull() & F.col("day").isin(days)).select(
+                   "day", "event_id", "video_id", "event_type", F.unix_millis("ts").alias("ts"),
+                   "watch_ms", F.lit(1).cast("long").alias("copies"), F.lit(0).alias("dropped")))
+    return counting.counted_events(singles.unionByName(repeated), keep=("copies", "dropped", "day"))
+
+
+def repeated_events_by_day(raw: DataFrame, days: list[int], span: int,
+                           multi_hashes: DataFrame) -> DataFrame:
+    """The rows of :func:`distinct_events_by_day` whose id hash repeats (a small part of the
+    input), before the counting columns: the first copy of each (id, day) by Kafka position,
+    ``copies`` and ``dropped``."""
+    from pyspark.sql import Window
+
     first = F.min(F.struct("kafka_partition", "kafka_offset", "video_id", "event_type",
                            F.unix_millis("ts").alias("ts"), "watch_ms")).alias("first")
-    per_day = (joined.where(F.col("_multi").isNotNull())
+    per_day = (_mark_repeated(raw, multi_hashes).where(F.col("_multi").isNotNull())
                .groupBy("event_id", "day").agg(first, F.count(F.lit(1)).alias("copies")))
     earlier = F.lag("day").over(Window.partitionBy("event_id").orderBy("day"))
-    repeated = (per_day.withColumn("_prev", earlier)
-                .where(wanted)
-                .select("day", "event_id", "first.video_id", "first.event_type", "first.ts",
-                        "first.watch_ms", "copies",
-                        F.when(F.col("_prev").isNotNull() & (F.col("day") - F.col("_prev") <= span), 1)
-                        .otherwise(0).alias("dropped")))
-    events = singles.unionByName(repeated)
-    return counting.counted_events(events, keep=("copies", "dropped", "day"))
+    return (per_day.withColumn("_prev", earlier)
+            .where(F.col("day").isin(days))
+            .select("day", "event_id", "first.video_id", "first.event_type", "first.ts",
+                    "first.watch_ms", "copies",
+                    F.when(F.col("_prev").isNotNull() & (F.col("day") - F.col("_prev") <= span), 1)
+                    .otherwise(0).alias("dropped")))
+
+
+def _mark_repeated(raw: DataFrame, multi_hashes: DataFrame) -> DataFrame:
+    return (raw.withColumn("_h", id_hash())
+            .join(multi_hashes.select("_h", F.lit(True).alias("_multi")), "_h", "left"))
 
 
 def id_hash() -> Column:
@@ -116,9 +129,11 @@ def minute_view(events: DataFrame) -> DataFrame:
 
 
 def views_from_minutes(minute: DataFrame) -> dict[str, DataFrame]:
-    """The minute, hour and day views, in :data:`VIEW_COLUMNS` order, from the minute view."""
+    """The minute, hour and day views, in :data:`VIEW_COLUMNS` order, from the minute view (the
+    day view rolled up from the hour view: persisting that one serves both)."""
     names = [c.name for c in VIEW_COLUMNS]
-    return {"minute": minute, **{g: counting.rollup(minute, g).select(*names) for g in ("hour", "day")}}
+    hour = counting.rollup(minute, "hour").select(*names)
+    return {"minute": minute, "hour": hour, "day": counting.rollup(hour, "day").select(*names)}
 
 
 def views(events: DataFrame) -> dict[str, DataFrame]:
