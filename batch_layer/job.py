@@ -231,7 +231,7 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
     raw = (source.read_files(spark, files)
            .select("event_id", "video_id", "event_type", "ts", "watch_ms", "kafka_partition",
                    "kafka_offset")
-           .withColumn("day", F.unix_date(F.to_date("ts"))))
+           .transform(transform.with_day))
     stages: dict[str, float] = {}
     mark = time.monotonic()
     version = new_version()
@@ -246,33 +246,25 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
         repeated = transform.repeated_events_by_day(raw, numbers, span, small).persist(
             StorageLevel.MEMORY_AND_DISK)
         events = transform.distinct_events_by_day(raw, numbers, span, small, repeated=repeated)
-        counted = transform.minute_counts(events.where(F.col("dropped") == 0).drop("dropped", "day"))
-        counted = counted.persist(StorageLevel.MEMORY_AND_DISK)
+        counted = transform.counted_minutes(events).persist(StorageLevel.MEMORY_AND_DISK)
         hours = None
         try:
             cross = {int(r["day"]): int(r["copies"]) for r in repeated.where(F.col("dropped") == 1)
                      .groupBy("day").agg(F.sum("copies").alias("copies")).collect()}
             # The minute view's checks and the raw rows it accounts for, per day, in one pass.
-            minute_stats = {r["date"]: r for r in counted.groupBy(
-                F.to_date("bucket_start").cast("string").alias("date")).agg(
-                F.count(F.lit(1)).alias("r"), F.sum("count").alias("n"), F.sum("watch_ms").alias("w"),
-                F.sum("copies").alias("copies")).collect()}
-            accounted = {day_number(d): int(r["copies"]) for d, r in minute_stats.items()}
-            per_day = {n: {"rows": accounted.get(n, 0) + cross.get(n, 0), "cross": cross.get(n, 0)}
-                       for n in set(accounted) | set(cross)}
+            minute_stats = transform.stats_by_day(counted, "copies")
+            copies = {day_number(d): st[3] for d, st in minute_stats.items()}
             read_rows = {int(r["day"]): int(r["count"]) for r in
                          raw.where(F.col("day").isin(numbers)).groupBy("day").count().collect()}
             rolled = transform.views_from_minutes(transform.drop_bookkeeping(counted))
             # The hour view is read four times (its checks, its write, the day view's two).
             hours = rolled["hour"].persist(StorageLevel.MEMORY_AND_DISK)
-            views = {g: v.withColumn("date", F.to_date("bucket_start").cast("string"))
-                     for g, v in rolled.items()}
-            expected = {"minute": {d: (int(r["r"]), int(r["n"] or 0), int(r["w"] or 0))
-                                   for d, r in minute_stats.items()},
-                        **{g: _stats_by_day(views[g]) for g in ("hour", "day")}}
+            views = {g: v.withColumn("date", transform.bucket_date()) for g, v in rolled.items()}
+            expected = {"minute": {d: st[:3] for d, st in minute_stats.items()},
+                        **{g: transform.stats_by_day(rolled[g]) for g in ("hour", "day")}}
             stages["compute"] = time.monotonic() - mark
             for d, n in zip(wanted, numbers):
-                acc = int(per_day[n]["rows"]) if n in per_day else 0
+                acc = copies.get(n, 0) + cross.get(n, 0)
                 if acc != read_rows.get(n, 0):
                     raise VerificationError(f"{d}: the views account for {acc} raw rows, the input "
                                             f"has {read_rows.get(n, 0)}")
@@ -317,7 +309,7 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
                                for w in input_window(d, span)},
                       "dedup_span_days": span,
                       "pinned_span_days": sorted(set(input_window(d, span)[:-1]) & pinned),
-                      "cross_day_copies": int(per_day[n]["cross"]) if n in per_day else 0},
+                      "cross_day_copies": cross.get(n, 0)},
             "totals": {"events": events_n, "watch_ms": watch},
             "views": {g: {"rows": got[g][0], "files": written[g].get(d, [])} for g in GRANULARITIES},
             "job": {"host": socket.gethostname(), "app_id": spark.sparkContext.applicationId,
@@ -357,14 +349,6 @@ def _files_per_day(view, stats: dict[str, tuple[int, int, int]]):
             .repartition(sum(per_day.values()), "date", "_file").drop("_file"))
 
 
-def _stats_by_day(view) -> dict[str, tuple[int, int, int]]:
-    """(rows, events, watch_ms) of a view per day."""
-    from pyspark.sql import functions as F
-
-    return {r["date"]: (int(r["r"]), int(r["n"] or 0), int(r["w"] or 0)) for r in view.groupBy("date").agg(
-        F.count(F.lit(1)).alias("r"), F.sum("count").alias("n"), F.sum("watch_ms").alias("w")).collect()}
-
-
 def _verify(spark, catalog: Catalog, version: str, days: list[str],
             expected: dict[str, dict[str, tuple[int, int, int]]]) -> dict[str, dict[str, list[str]]]:
     """Read the run's views back; returns their files per view and day (relative to the lake)."""
@@ -388,7 +372,7 @@ def _verify(spark, catalog: Catalog, version: str, days: list[str],
             schema = [(f.name, f.dataType) for f in df.schema.fields if f.name != "date"]
             if schema != want_schema:
                 raise VerificationError(f"{g}: written schema {schema} is not the view schema")
-            got = _stats_by_day(df.withColumn("date", F.col("date").cast("string")))
+            got = transform.stats_by_day(df, date=F.col("date").cast("string"))
         for d in days:
             if got.get(d, (0, 0, 0)) != expected[g].get(d, (0, 0, 0)):
                 raise VerificationError(f"{d} {g}: wrote (rows, events, watch_ms) = "

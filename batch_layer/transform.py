@@ -17,34 +17,10 @@ from pyspark.sql import functions as F
 from schemas import counting
 from schemas.archive import VIEW_COLUMNS
 
-VIEWS = ("minute", "hour", "day")
 
-
-def distinct_events(raw: DataFrame, multi_hashes: DataFrame | None = None) -> DataFrame:
-    """One row per ``event_id``: the copy first written to Kafka, as :func:`counting.counted_events`
-    wants it, with ``copies``: how many raw rows it stands for.
-
-    Most ids occur once. The rows whose id may repeat are found by a 64-bit hash of the id
-    (``multi_hashes``, from :func:`repeated_hashes`; computed here when not given): aggregating
-    longs shuffles a fraction of what the id strings would. Only those rows go through the exact
-    "first copy" aggregation on the id itself, which carries strings and so sorts; a hash
-    collision merely sends two distinct ids down that exact path. Giving a small, already computed
-    ``multi_hashes`` lets Spark broadcast it instead of shuffling the input.
-    """
-    if multi_hashes is None:
-        multi_hashes = repeated_hashes(raw)
-    joined = (raw.withColumn("_h", id_hash())
-              .join(multi_hashes.select("_h", F.lit(True).alias("_multi")), "_h", "left"))
-    singles = joined.where(F.col("_multi").isNull()).select(
-        "event_id", "video_id", "event_type", F.unix_millis("ts").alias("ts"), "watch_ms",
-        F.lit(1).cast("long").alias("copies"))
-    first = F.min(F.struct("kafka_partition", "kafka_offset", "video_id", "event_type",
-                           F.unix_millis("ts").alias("ts"), "watch_ms")).alias("first")
-    repeated = (joined.where(F.col("_multi").isNotNull())
-                .groupBy("event_id").agg(first, F.count(F.lit(1)).alias("copies"))
-                .select("event_id", "first.video_id", "first.event_type", "first.ts", "first.watch_ms",
-                        "copies"))
-    return counting.counted_events(singles.unionByName(repeated), keep=("copies",))
+def with_day(raw: DataFrame) -> DataFrame:
+    """``raw`` with ``day``: days since the epoch of the UTC day of ``ts``."""
+    return raw.withColumn("day", F.unix_date(F.to_date("ts")))
 
 
 def distinct_events_by_day(raw: DataFrame, days: list[int], span: int,
@@ -56,9 +32,15 @@ def distinct_events_by_day(raw: DataFrame, days: list[int], span: int,
     copy on one of the ``span`` days before; those rows are not counted, only accounted for).
 
     ``raw`` holds the archive rows of ``days`` and of the ``span`` days before each, with
-    ``day`` (days since the epoch of the UTC day of ``ts``). As in :func:`distinct_events`, only
-    ids whose 64-bit hash repeats take the exact path, grouped by id and day
-    (:func:`repeated_events_by_day`; pass it as ``repeated`` to reuse a computed one)."""
+    ``day`` (:func:`with_day`).
+
+    Most ids occur once. The rows whose id may repeat are found by a 64-bit hash of the id
+    (``multi_hashes``, from :func:`repeated_hashes`; computed here when not given): aggregating
+    longs shuffles a fraction of what the id strings would. Only those rows go through the exact
+    "first copy" aggregation on the id itself, grouped by id and day, which carries strings and
+    so sorts (:func:`repeated_events_by_day`; pass it as ``repeated`` to reuse a computed one); a
+    hash collision merely sends two distinct ids down that exact path. Giving a small, already
+    computed ``multi_hashes`` lets Spark broadcast it instead of shuffling the input."""
     if multi_hashes is None:
         multi_hashes = repeated_hashes(raw)
     if repeated is None:
@@ -114,18 +96,30 @@ def minute_counts(events: DataFrame) -> DataFrame:
     return counting.aggregate(events, "minute", carry=("copies",))
 
 
+def counted_minutes(events: DataFrame) -> DataFrame:
+    """:func:`minute_counts` of the rows of :func:`distinct_events_by_day` that count."""
+    return minute_counts(events.where(F.col("dropped") == 0).drop("dropped", "day"))
+
+
 def drop_bookkeeping(counted: DataFrame) -> DataFrame:
     """The minute view from :func:`minute_counts`."""
     return counted.select(*[c.name for c in VIEW_COLUMNS])
 
 
-def rows_accounted(counted: DataFrame) -> int:
-    """The raw rows the buckets of :func:`minute_counts` stand for."""
-    return int(counted.agg(F.sum("copies")).first()[0] or 0)
+def bucket_date() -> Column:
+    """The UTC day of ``bucket_start`` as ``YYYY-MM-DD``: a view's ``date`` partition."""
+    return F.to_date("bucket_start").cast("string")
 
 
-def minute_view(events: DataFrame) -> DataFrame:
-    return drop_bookkeeping(minute_counts(events))
+def stats_by_day(view: DataFrame, *sums: str, date: Column | None = None) -> dict[str, tuple[int, ...]]:
+    """(rows, events, watch_ms, then the sum of each of ``sums``) of a view per day (``date``,
+    default :func:`bucket_date`)."""
+    extra = [F.sum(c).alias(f"_s{i}") for i, c in enumerate(sums)]
+    rows = view.groupBy((bucket_date() if date is None else date).alias("_d")).agg(
+        F.count(F.lit(1)).alias("_r"), F.sum("count").alias("_n"), F.sum("watch_ms").alias("_w"),
+        *extra).collect()
+    return {r["_d"]: (int(r["_r"]), int(r["_n"] or 0), int(r["_w"] or 0),
+                      *(int(r[f"_s{i}"] or 0) for i in range(len(sums)))) for r in rows}
 
 
 def views_from_minutes(minute: DataFrame) -> dict[str, DataFrame]:
@@ -134,15 +128,3 @@ def views_from_minutes(minute: DataFrame) -> dict[str, DataFrame]:
     names = [c.name for c in VIEW_COLUMNS]
     hour = counting.rollup(minute, "hour").select(*names)
     return {"minute": minute, "hour": hour, "day": counting.rollup(hour, "day").select(*names)}
-
-
-def views(events: DataFrame) -> dict[str, DataFrame]:
-    """The minute, hour and day views of distinct counted events."""
-    return views_from_minutes(minute_view(events))
-
-
-def view_stats(view: DataFrame) -> tuple[int, int, int]:
-    """(rows, events, watch_ms) of a view."""
-    row = view.agg(F.count(F.lit(1)).alias("r"), F.sum("count").alias("n"),
-                   F.sum("watch_ms").alias("w")).first()
-    return int(row["r"] or 0), int(row["n"] or 0), int(row["w"] or 0)
