@@ -27,9 +27,10 @@ from batch_layer.catalog import LOG_KEY, Catalog
 from batch_layer.published import BatchState
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
+from serving_layer.sizes import ENTRY, OBJECT, array_bytes, key_bytes, str_index_bytes
 from speed_layer.archive_index import ArchiveIndex
 from tally import log
-from tally.errors import DependencyError, TallyError
+from tally.errors import DependencyError, TallyError, describe
 
 LOG = log.get("serve.batch")
 
@@ -41,7 +42,8 @@ def _lake(what: str, fn: Callable[[], Any]) -> Any:
     except TallyError:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, botocore, pyarrow: the lake is not usable
-        raise DependencyError("lake", f"{what}: {type(exc).__name__}: {exc}") from exc
+        LOG.warning("lake call failed: %s: %s: %s", what, type(exc).__name__, exc)
+        raise DependencyError("lake", f"{what}: {describe(exc)}") from exc
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,8 @@ class IndexedView:
             for v, t, lo, hi in zip(groups["video_id"].to_pylist(), groups["event_type"].to_pylist(),
                                     groups["i_min"].to_pylist(), groups["i_max"].to_pylist()):
                 self.index[(v, t)] = (lo, hi + 1)
-        self.nbytes = (table.nbytes + self.bucket_ms.nbytes + self.count.nbytes
-                       + self.watch_ms.nbytes + 200 * len(self.index))
+        self.nbytes = (OBJECT + table.nbytes + array_bytes(self.bucket_ms, self.count, self.watch_ms)
+                       + str_index_bytes(self.index, 56 + 2 * 32))
 
     def slice(self, video_id: str, event_type: str, lo: int, hi: int):
         """(bucket ms, count, watch_ms) numpy arrays of one video and type, buckets in ``[lo, hi)``."""
@@ -124,7 +126,7 @@ def _empty_view() -> IndexedView:
 
 
 class ByteLRU:
-    """A thread-safe LRU bounded by the summed ``nbytes`` of its values."""
+    """A thread-safe LRU bounded by the bytes of its entries (values' ``nbytes``, keys, slots)."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
@@ -136,25 +138,26 @@ class ByteLRU:
 
     def get(self, key: Any) -> Any:
         with self._lock:
-            value = self._items.get(key)
-            if value is None:
+            item = self._items.get(key)
+            if item is None:
                 self.misses += 1
                 return None
             self.hits += 1
             self._items.move_to_end(key)
-            return value
+            return item[0]
 
     def put(self, key: Any, value: Any) -> None:
+        size = value.nbytes + key_bytes(key) + ENTRY
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self.bytes -= old.nbytes
-            self._items[key] = value
-            self.bytes += value.nbytes
+                self.bytes -= old[1]
+            self._items[key] = (value, size)
+            self.bytes += size
             # Always keep the newest item, even when it alone exceeds the budget.
             while self.bytes > self.max_bytes and len(self._items) > 1:
-                _k, v = self._items.popitem(last=False)
-                self.bytes -= v.nbytes
+                _k, (_v, dropped) = self._items.popitem(last=False)
+                self.bytes -= dropped
 
     def __len__(self) -> int:
         return len(self._items)
@@ -210,7 +213,8 @@ class BatchReader:
         read as "nothing published": a DependencyError instead."""
         store = self.catalog.store
         if store.uri.startswith("file://") and not store.root.is_dir():
-            raise DependencyError("lake", f"{store.uri} is not a readable directory")
+            LOG.warning("lake root %s is not a readable directory", store.root)
+            raise DependencyError("lake", "the lake's root directory is missing or not readable")
 
     def snapshot(self) -> Snapshot:
         """One listing of the publication log, reused for ``serve.catalog_ttl_s``."""
@@ -248,6 +252,12 @@ class BatchReader:
             while len(self._entries) > 10_000:
                 self._entries.popitem(last=False)
         return e
+
+    def version(self, snap: Snapshot, day: str) -> str | None:
+        """The current version of a day in the snapshot (None: none published)."""
+        if day not in snap.days:
+            return None
+        return self.entry(day, snap.days[day])["version"]
 
     def view(self, snap: Snapshot, day: str, granularity: str) -> tuple[str | None, IndexedView]:
         """(version, indexed view) of a day the plan answers from the batch views: its current

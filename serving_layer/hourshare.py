@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from serving_layer.sizes import OBJECT, array_bytes, str_index_bytes
 from serving_layer.topk import Sparse, VideoIndex
 from tally import log
 
@@ -135,8 +136,9 @@ class HourSnapshot:
             if len(videos) else (np.zeros(0, np.int64), np.zeros(0, np.int64))
         self.totals = Sparse(index.numbers(videos), sums[0].astype(np.int64),
                              sums[1].astype(np.int64), age_s)
-        self.nbytes = (self.minute.nbytes + self.count.nbytes + self.watch_ms.nbytes
-                       + self.totals.nbytes + 150 * len(videos))
+        # count and watch_ms are views of the table's columns: the columns stay held.
+        self.nbytes = (OBJECT + array_bytes(self.minute, self.count, self.watch_ms)
+                       + self.totals.nbytes + str_index_bytes(self._slices, 56 + 2 * 32))
 
     def minutes(self, video_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(minute of the hour, count, watch_ms) of one video."""

@@ -12,6 +12,10 @@ from flask import Blueprint, Response, jsonify
 from batch_layer.catalog import LOG_KEY
 from serving_layer import metrics
 from serving_layer.app import resources, tally_cfg
+from tally import log
+from tally.errors import TallyError, describe, public
+
+LOG = log.get("serve")
 
 bp = Blueprint("ops", __name__)
 
@@ -34,6 +38,7 @@ def _check_kafka() -> str:
     cfg = tally_cfg()
     ms = int(min(cfg.serve.kafka_timeout_s, 5) * 1000)
     admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers, request_timeout_ms=ms,
+                             bootstrap_timeout_ms=ms,
                              client_id="tally-serve-ready")
     try:
         topics = admin.list_topics()
@@ -71,7 +76,8 @@ def _check_lake() -> str:
     reader.check_root()
     store = reader.catalog.store
     keys = _lake("listing the publication log", lambda: store.list(f"{LOG_KEY}/"))
-    return f"{store.uri}: {len(keys)} publication entries"
+    where = "file lake" if store.uri.startswith("file://") else store.uri
+    return f"{where}: {len(keys)} publication entries"
 
 
 CHECKS: dict[str, Callable[[], str]] = {"kafka": _check_kafka, "hbase": _check_hbase,
@@ -88,7 +94,9 @@ def readyz():
             out[name] = {"ready": True, "detail": check()}
         except Exception as exc:  # noqa: BLE001 - any failure makes the part not ready
             ok = False
-            out[name] = {"ready": False, "detail": f"{type(exc).__name__}: {exc}"}
+            LOG.warning("not ready: %s: %s: %s", name, type(exc).__name__, exc)
+            out[name] = {"ready": False, "detail": public(str(exc)) if isinstance(exc, TallyError)
+                         else describe(exc)}
         out[name]["seconds"] = round(time.monotonic() - t0, 3)
     body = {"ready": ok, "dependencies": out}
     if ok:

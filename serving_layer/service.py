@@ -25,7 +25,7 @@ from serving_layer.plan import Part, plan
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from tally import log
-from tally.errors import DependencyError
+from tally.errors import DependencyError, describe, public
 
 LOG = log.get("serve")
 
@@ -175,11 +175,11 @@ def _speed_failure(exc: BaseException) -> str:
     metrics.SPEED_FAILURES.inc()
     metrics.BACKEND_ERRORS.labels("hbase").inc()
     if isinstance(exc, DependencyError):
-        return str(exc)
+        return public(str(exc))
     # Thrift errors carry the server's whole Java stack trace: its first line says enough.
-    detail = str(exc).splitlines()[0][:300] if str(exc) else ""
-    LOG.warning("speed store read failed: %s: %s", type(exc).__name__, detail)
-    return f"hbase: {type(exc).__name__}: {detail}"
+    LOG.warning("speed store read failed: %s: %s", type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "")
+    return f"hbase: {describe(exc)}"
 
 
 def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple | None]:
@@ -289,6 +289,7 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
 
 
 HOUR_BYTES = 112 + 120 * 8  # a kept hour: a numpy row of 60 counts then 60 watch_ms
+DAY_BYTES = 128 + 24 * 120 * 8  # a kept day: 24 such rows
 
 
 def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: int,
@@ -296,46 +297,58 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
     """Per-minute (counts, watch_ms) numpy arrays of one (video, event type) over ``[lo, hi)``,
     and the progress record of the oldest open-hour snapshot used (None: none was used).
 
-    The leading whole hours that ended before the speed layer's watermark come from the worker's
-    cache; the rest from ONE contiguous scan of the speed table — except, when ``shared``
-    (``serve.counts_open_shared`` and this worker busy enough), the hours still open, which come
-    from the host's snapshots of the open hours (hourshare.py, about ``serve.top_ttl_s`` old).
-    The closed whole hours the scan read are kept."""
+    The leading whole days and hours that ended before the speed layer's watermark come from
+    the worker's cache (a whole UTC day as one entry); the rest from ONE contiguous scan of the
+    speed table, which stops at :func:`data_limit_ms` — except, when ``shared``
+    (``serve.counts_open_shared`` and this worker busy enough), the hours still open near now,
+    which come from the host's snapshots of the open hours (hourshare.py, about
+    ``serve.top_ttl_s`` old). The closed days and hours the scan read whole are kept."""
     import numpy as np
 
     hour, minute = GRAN_MS["hour"], GRAN_MS["minute"]
     first = lo // hour * hour
     grid = np.zeros((-(-hi // hour) - first // hour, 120), np.int64)  # per hour: 60 c, 60 w
+    end = grid.shape[0] * hour + first
+    limit = min(hi, data_limit_ms(res.cfg, now_ms))
     cache = res.counts_cache
     watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
     caching = cache.enabled and watermark is not None
+    closed_end = watermark // hour * hour if watermark is not None else first  # h < it: closed
+
+    def block(h: int) -> tuple[tuple, int, int]:
+        """The cache entry at hour ``h``: (key, end, rows) — a whole day when one fits."""
+        if h % DAY_MS == 0 and h + DAY_MS <= min(end, closed_end):
+            return (video_id, event_type, "day", h), h + DAY_MS, 24
+        return (video_id, event_type, h), h + hour, 1
+
     scan_lo = lo
     if caching:
         # Whole hours: a range starting mid-hour scans that hour whole, so that it can be kept.
         scan_lo = h = first
-        while h < hi and h + hour <= watermark:
-            kept = cache.get((video_id, event_type, h))
+        while h < limit and h < closed_end:
+            key, nxt, rows = block(h)
+            kept = cache.get(key)
             if kept is None:
                 break
-            if len(kept):  # () is an hour without a minute row
-                grid[(h - first) // hour] = kept
-            scan_lo = h = h + hour
-    scan_hi, as_of = hi, None
+            if len(kept):  # () is a day or hour without a minute row
+                i = (h - first) // hour
+                grid[i:i + rows] = kept
+            scan_lo = h = nxt
+    scan_hi, as_of = limit, None
     if shared and watermark is not None:
-        # The first hour not closed (h + hour > watermark) on, from the open-hour snapshots; no
-        # row can lie in an hour that starts after now + the contract's max future skew.
-        open_lo = max(scan_lo, watermark // hour * hour)
-        open_hi = min(hi, now_ms + res.cfg.events.max_future_ms + 1)
+        # Open hours (from the first one not closed) near now, from the shared snapshots.
+        open_lo = max(scan_lo, closed_end, (now_ms // hour - SHARED_OPEN_HOURS) * hour)
+        open_lo = open_lo // hour * hour
         snaps = []
-        for h in range(open_lo, open_hi, hour):
+        for h in range(open_lo, limit, hour):
             snap = res.top_cache.hour((res.cfg.hbase.top_table, event_type, h), False,
                                       functools.partial(_open_hour, res, event_type, h))
             if not isinstance(snap, HourSnapshot):
                 snaps = []
                 break
             snaps.append((h, snap))
-        if snaps or open_lo >= open_hi:
-            scan_hi = min(hi, open_lo)
+        if snaps:
+            scan_hi = min(limit, open_lo)
             for h, snap in snaps:
                 m, c, w = snap.minutes(video_id)
                 row = grid[(h - first) // hour]
@@ -348,14 +361,20 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
             hi_, mi = np.divmod(m, 60)
             grid[hi_, mi] = np.fromiter((r.count for r in read), np.int64, len(read))
             grid[hi_, 60 + mi] = np.fromiter((r.watch_ms for r in read), np.int64, len(read))
-        if caching:  # every hour the scan read whole and that is closed
-            last = min(scan_hi // hour * hour, watermark // hour * hour)
-            for h in range(scan_lo, last, hour):
-                row = grid[(h - first) // hour]
-                if row.any():
-                    cache.put((video_id, event_type, h), row.copy(), True, HOUR_BYTES)
+        if caching:  # every day and hour the scan read whole and that is closed
+            last = min(scan_hi // hour * hour, closed_end)
+            h = scan_lo
+            while h < last:
+                key, nxt, rows = block(h)
+                if nxt > last:
+                    key, nxt, rows = (video_id, event_type, h), h + hour, 1
+                i = (h - first) // hour
+                part = grid[i:i + rows] if rows > 1 else grid[i]
+                if part.any():
+                    cache.put(key, part.copy(), True, DAY_BYTES if rows > 1 else HOUR_BYTES)
                 else:
-                    cache.put((video_id, event_type, h), (), True, 0)
+                    cache.put(key, (), True, 0)
+                h = nxt
     off, n = (lo - first) // minute, (hi - lo) // minute
     return grid[:, :60].reshape(-1)[off:off + n], grid[:, 60:].reshape(-1)[off:off + n], as_of
 
@@ -378,86 +397,181 @@ def _open_hour(res: Resources, event_type: str, hour_ms: int) -> HourSnapshot:
     return HourSnapshot(table, age, res.video_index)
 
 
+def data_limit_ms(cfg: TallyConfig, now_ms: int) -> int:
+    """No speed row lies in a minute that starts at or after this instant: the contract refuses
+    events more than ``events.max_future_ms`` ahead of the receiving clock (a minute more for
+    the clocks of two hosts). Reads stop here; the buckets after it are listed as zeros."""
+    minute = GRAN_MS["minute"]
+    return -(-(now_ms + cfg.events.max_future_ms + minute) // minute) * minute
+
+
+# Open hours this close to now are read from the snapshots shared by the host's workers
+# (hourshare.py); older open hours (a speed layer lagging behind) by one scan per request, so
+# no query can make the host write a snapshot file per hour of its range.
+SHARED_OPEN_HOURS = 3
+
+
+def _digest(keys: list[tuple]) -> bytes:
+    """A fixed-size cache key for a list of part keys (a 400-day sum names ~800 parts)."""
+    import hashlib
+
+    return hashlib.blake2b(repr(keys).encode(), digest_size=16).digest()
+
+
+def _kept(res: Resources, key: tuple, load: Callable[[], Sparse]) -> Sparse:
+    """A part that never changes, from the top-K cache or ``load()`` (then kept)."""
+    cache = res.top_cache
+    value = cache.get(key)
+    if value is None:
+        value = load()
+        cache.put(key, value, True, value.nbytes)
+    return value
+
+
+def _closed_speed(res: Resources, index: VideoIndex, event_type: str,
+                  blocks: list[tuple[int, int]]) -> list[tuple[tuple, Sparse]]:
+    """Per-video totals of closed speed blocks (whole hours or days, ascending, hours that ended
+    before the watermark read before this call): kept in the top-K cache; those not kept are
+    read by one scan per run of adjacent ones, whatever their number of empty hours."""
+    import numpy as np
+
+    cache = res.top_cache
+    table = res.cfg.hbase.top_table
+    keys = [("speed", table, event_type, lo, hi) for lo, hi in blocks]
+    values: list[Sparse | None] = [cache.get(k) for k in keys]
+    i = 0
+    while i < len(blocks):
+        if values[i] is not None:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(blocks) and values[j + 1] is None and blocks[j + 1][0] == blocks[j][1]:
+            j += 1
+        hours, videos, counts, watches = res.speed.hour_totals(event_type, blocks[i][0],
+                                                               blocks[j][1])
+        hours_a = np.asarray(hours, np.int64)
+        nums = index.numbers(videos)
+        counts_a, watches_a = np.asarray(counts, np.int64), np.asarray(watches, np.int64)
+        starts = np.array([lo for lo, _ in blocks[i:j + 1]], np.int64)
+        which = np.searchsorted(starts, hours_a, side="right") - 1
+        for k in range(i, j + 1):
+            sel = which == k - i
+            u, inv = np.unique(nums[sel], return_inverse=True)
+            c, w = np.zeros(len(u), np.int64), np.zeros(len(u), np.int64)
+            np.add.at(c, inv, counts_a[sel])
+            np.add.at(w, inv, watches_a[sel])
+            values[k] = Sparse(u.astype(np.int64), c, w)
+            cache.put(keys[k], values[k], True, values[k].nbytes)
+        i = j + 1
+    return list(zip(keys, values))  # type: ignore[arg-type]
+
+
+def _split_closed(a: int, b: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Whole hours ``[a, b)`` as (whole UTC days, the other hours)."""
+    days, hours = [], []
+    h = a
+    while h < b:
+        if h % DAY_MS == 0 and h + DAY_MS <= b:
+            days.append((h, h + DAY_MS))
+            h += DAY_MS
+        else:
+            hours.append((h, h + GRAN_MS["hour"]))
+            h += GRAN_MS["hour"]
+    return days, hours
+
+
 def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
     """(status, body, headers) of ``GET /v1/top``."""
     now_ms = _now_ms() if now_ms is None else now_ms
     cfg = res.cfg
     snap = res.batch.snapshot()
     p = query_plan(res, snap, q.from_ms, q.to_ms, GRAN_MS["minute"], now_ms)
-    # Per-video sums (topk.Sparse over the worker's video numbers), added up at the end. The
-    # parts that can never change — batch views of a published version, speed hours behind the
-    # watermark — are summed once per worker (keyed by what they are) and kept in the top-K
-    # cache; the open hours and the minute-by-minute ends are added on every request.
+    # Per-video sums (topk.Sparse over the worker's video numbers), added up at the end. Parts
+    # that never change — published batch views, speed hours behind the watermark — are kept in
+    # the top-K cache one by one, and the whole days among them (the bulk of a long range) also
+    # as one sum, kept under a digest of their keys: moving an end of the range by a minute
+    # re-adds only the parts at the ends. Open hours and the minute ends are read per request.
     index = res.video_index
-    stable: list[tuple[tuple, Callable[[], Sparse]]] = []
-    stable_speed: list[tuple[tuple, Callable[[], Sparse]]] = []
-    volatile: list[Sparse] = []
-    snapshots: list[dict[str, Any] | None] = []  # progress records of the open-hour snapshots
+    interior: list[tuple[tuple, Callable[[], Sparse]]] = []  # whole batch days
+    ends: list[tuple[tuple, Callable[[], Sparse]]] = []  # the batch parts of partial days
     versions: dict[str, str | None] = {}
-
     for seg in p.segments:
         if seg.source != "batch":
+            continue
+        version = res.batch.version(snap, seg.day)
+        versions[seg.day] = version
+        if version is None:  # no published view: nothing to add
             continue
         whole = seg.lo % DAY_MS == 0 and seg.hi - seg.lo == DAY_MS
         # The coarsest view that covers each part: a whole day from the day view, whole hours
         # from the hour view (60 times fewer rows to sum than the minute view), the rest by minute.
         for gran, a, b in _coarsest(seg.lo, seg.hi, whole):
-            version, view = res.batch.view(snap, seg.day, gran)
-            versions[seg.day] = version
-            stable.append((("batch", seg.day, version, gran, q.event_type, a, b),
-                           functools.partial(_view_sums, index, view, q.event_type, a, b)))
+            key = ("batch", seg.day, version, gran, q.event_type, a, b)
+            load = functools.partial(_view_sums, res, snap, index, seg.day, gran, q.event_type, a, b)
+            (interior if whole else ends).append((key, load))
 
-    def add_part(lo: int, hi: int, progress: dict[str, Any] | None) -> None:
-        # Whole hours from the per-worker cache of hour totals (speedcache.py), the ends of the
-        # range minute by minute from the top-K table.
-        hour = GRAN_MS["hour"]
+    speed_days: list[tuple[int, int]] = []  # closed whole days of the speed part
+    speed_hours: list[tuple[int, int]] = []  # other closed whole hours
+    volatile: list[Sparse] = []
+    snapshots: list[dict[str, Any] | None] = []  # progress records of the open-hour snapshots
+    limit = data_limit_ms(cfg, now_ms)
+    hour = GRAN_MS["hour"]
+
+    def add_part(lo: int, hi: int, watermark: int | None) -> None:
+        # Nothing to read after the limit; its hour is read whole (nothing lies after it).
+        hi = min(hi, -(-limit // hour) * hour)
+        if hi <= lo:
+            return
         a, b = -(-lo // hour) * hour, hi // hour * hour
         edges = [(lo, hi)] if a >= b else [(x, y) for x, y in ((lo, a), (b, hi)) if y > x]
         if a < b:
-            watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
-            for h in range(a, b, hour):
-                key = (cfg.hbase.top_table, q.event_type, h)
-                closed = watermark is not None and h + hour <= watermark
-                load = (functools.partial(_closed_hour_sums, res, index, q.event_type, h)
-                        if closed else functools.partial(_open_hour, res, q.event_type, h))
-                part = res.top_cache.hour(key, closed, load)
-                if isinstance(part, HourSnapshot):  # an open hour
-                    snapshots.append(part.progress)
-                    part = part.totals
-                if closed:
-                    stable_speed.append((("speed",) + key, lambda part=part: part))
-                else:
-                    volatile.append(part)
+            # Hours h with h + hour <= watermark are closed; then the open ones.
+            c = a if watermark is None else min(max(a, watermark // hour * hour), b)
+            days, hours = _split_closed(a, c)
+            speed_days.extend(days)
+            speed_hours.extend(hours)
+            near = max(c, (now_ms // hour - SHARED_OPEN_HOURS) * hour)
+            if c < min(near, b):  # open hours long past: a speed layer lagging or stopped
+                volatile.append(_totals(index, res.speed.hour_totals(q.event_type, c, min(near, b))))
+            for h in range(max(near, c), b, hour):
+                snap_h = res.top_cache.hour((cfg.hbase.top_table, q.event_type, h), False,
+                                            functools.partial(_open_hour, res, q.event_type, h))
+                snapshots.append(snap_h.progress)
+                volatile.append(snap_h.totals)
         for x, y in edges:
             sums: dict[str, tuple[int, int]] = {}
             for m in res.speed.scan_type_minutes(q.event_type, x, y):
                 if x <= m.minute_ms < y:
-                    c, w = sums.get(m.video_id, (0, 0))
-                    sums[m.video_id] = (c + m.count, w + m.watch_ms)
+                    c_, w_ = sums.get(m.video_id, (0, 0))
+                    sums[m.video_id] = (c_ + m.count, w_ + m.watch_ms)
             volatile.append(Sparse.of_dict(index, sums))
 
+    speed_kept: list[Sparse] = []
+    interior_sum: list = [None]
+
     def add_minutes():
-        progress = res.progress()
+        progress = res.progress()  # BEFORE any speed row: it says which hours are closed
+        watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
         for part in p.parts("speed"):
-            add_part(part.lo, part.hi, progress)
+            add_part(part.lo, part.hi, watermark)
+        # The whole-day sum with the closed speed days: their reads only when it is not kept.
+        keys = [k for k, _ in interior] + [("speed", cfg.hbase.top_table, q.event_type, a, b)
+                                           for a, b in speed_days]
+        interior_sum[0] = _interior_sum(res, index, keys, interior, q.event_type, speed_days)
+        speed_kept.extend(v for _, v in _closed_speed(res, index, q.event_type, speed_hours))
         # Open hours from snapshots: the answer's freshness is that of the oldest one used.
         return _oldest(snapshots) or progress
 
     progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
     if unavailable:
         return unavailable
-    if speed_error:  # what the speed part read before it failed is not used
-        stable_speed.clear()
+    if speed_error or not p.parts("speed"):  # what the speed part read before it failed is not used
+        speed_kept.clear()
         volatile.clear()
-    stable += stable_speed
-
-    sums_key = ("sums",) + tuple(k for k, _ in stable)
-    summed = res.top_cache.get(sums_key)
-    if summed is None:
-        parts = [load() for _, load in stable]
-        summed = add_up(index, None, parts)
-        res.top_cache.put(sums_key, summed, True, summed.nbytes)
-    ranked = top_k(index, add_up(index, summed, volatile), q.k)
+        interior_sum[0] = _interior_sum(res, index, [k for k, _ in interior], interior,
+                                        q.event_type, [])
+    parts = [_kept(res, key, load) for key, load in ends] + speed_kept + volatile
+    ranked = top_k(index, add_up(index, interior_sum[0], parts), q.k)
     body: dict[str, Any] = {
         "event_type": q.event_type, "from": format_ms(q.from_ms), "to": format_ms(q.to_ms),
         "k": q.k,
@@ -483,15 +597,41 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     return 200, body, {}
 
 
-def _view_sums(index: VideoIndex, view, event_type: str, lo: int, hi: int) -> Sparse:
+def _interior_sum(res: Resources, index: VideoIndex, keys: list[tuple],
+                  batch_parts: list[tuple[tuple, Callable[[], Sparse]]], event_type: str,
+                  speed_days: list[tuple[int, int]]):
+    """The sum of the whole days (batch parts, then closed speed days): kept under a digest."""
+    if not keys:
+        return None
+    cache = res.top_cache
+    key = ("sum", _digest(keys))
+    summed = cache.get(key)
+    if summed is None:
+        parts = [_kept(res, k, load) for k, load in batch_parts]
+        parts += [v for _, v in _closed_speed(res, index, event_type, speed_days)]
+        summed = add_up(index, None, parts)
+        cache.put(key, summed, True, summed.nbytes)
+    return summed
+
+
+def _totals(index: VideoIndex, columns: tuple) -> Sparse:
+    """Per-video totals of ``store.hour_totals`` columns."""
+    import numpy as np
+
+    _hours, videos, counts, watches = columns
+    if not videos:
+        return Sparse(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    u, inv = np.unique(index.numbers(videos), return_inverse=True)
+    c, w = np.zeros(len(u), np.int64), np.zeros(len(u), np.int64)
+    np.add.at(c, inv, np.asarray(counts, np.int64))
+    np.add.at(w, inv, np.asarray(watches, np.int64))
+    return Sparse(u.astype(np.int64), c, w)
+
+
+def _view_sums(res: Resources, snap: Snapshot, index: VideoIndex, day: str, gran: str,
+               event_type: str, lo: int, hi: int) -> Sparse:
+    _version, view = res.batch.view(snap, day, gran)
     return Sparse.of_table(index, view.per_video_table(event_type, lo, hi))
-
-
-def _closed_hour_sums(res: Resources, index: VideoIndex, event_type: str, hour_ms: int) -> Sparse:
-    """A closed hour's per-video totals, read after it closed (it is kept for good): the same
-    scan as an open hour's snapshot, summed, without sharing (each worker reads it once)."""
-    return HourSnapshot(snapshot_table(res.speed.hour_minutes(event_type, hour_ms), None), 0.0,
-                        index).totals
 
 
 def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:

@@ -11,8 +11,9 @@ older is answered with it; only one ``STALE_TTLS`` times older is read by the re
 never keep a video's open hour: they scan it on every request, or, in a busy worker, take it
 from top-K's snapshot of the hour (``serve.counts_open_shared``). The top-K cache also keeps a query's sum
 of the parts that cannot change (published batch views, closed hours), keyed by those parts.
-Entries are bounded by an estimate of their size (``serve.top_cache_mb``, ``serve.counts_cache_mb``; least recently used first out);
-0 turns a cache off.
+Entries are bounded by their size in memory (values, keys and slots, sizes.py;
+``serve.top_cache_mb``, ``serve.counts_cache_mb``; least recently used first out); 0 turns a
+cache off.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from serving_layer.sizes import ENTRY, key_bytes
 from tally import log
 
-ENTRY_BYTES = 200  # an entry's own cost beside its value (key, tuple, slot)
 # An open hour older than ttl_s is still answered (and read again in the background) until it
 # is this many ttl_s older than that; then the request reads it itself.
 STALE_TTLS = 3
@@ -65,7 +66,7 @@ class SpeedHourCache:
     def put(self, key: tuple, value: Any, closed: bool, size: int, age_s: float = 0.0) -> None:
         """Keep ``value`` (about ``size`` bytes, read ``age_s`` seconds ago); evicts the least
         recently used beyond the bound."""
-        size += ENTRY_BYTES
+        size += ENTRY + key_bytes(key)
         if size > self.max_bytes:
             return
         now = self.clock() - age_s

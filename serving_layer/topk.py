@@ -17,6 +17,8 @@ from typing import Iterable
 
 import numpy as np
 
+from serving_layer.sizes import OBJECT, array_bytes
+
 
 class VideoIndex:
     """Video id <-> a dense number, growing only (the ids a worker ever saw; ~100 bytes each)."""
@@ -53,7 +55,7 @@ class Sparse:
 
     @property
     def nbytes(self) -> int:
-        return self.idx.nbytes + self.count.nbytes + self.watch_ms.nbytes
+        return OBJECT + array_bytes(self.idx, self.count, self.watch_ms)
 
     @classmethod
     def of(cls, index: VideoIndex, video_ids: Iterable[str], counts: Iterable[int],
@@ -83,7 +85,7 @@ class Dense:
 
     @property
     def nbytes(self) -> int:
-        return self.count.nbytes + self.watch_ms.nbytes
+        return OBJECT + array_bytes(self.count, self.watch_ms)
 
 
 def add_up(index: VideoIndex, base: Dense | None, parts: Iterable[Sparse]) -> Dense:

@@ -54,6 +54,12 @@ class SpeedStore(Protocol):
         top-K table: one contiguous scan, for the audit and top-K)."""
         ...
 
+    def hour_totals(self, event_type: str, from_ms: int,
+                    to_ms: int) -> tuple[list[int], list[str], list[int], list[int]]:
+        """Every video's totals per UTC hour over the hours ``[from_ms, to_ms)``, as columns:
+        hour start, video id, count, watch_ms (one contiguous scan of the top-K table)."""
+        ...
+
     def hour_minutes(self, event_type: str, hour_ms: int) -> tuple[list[str], list[int],
                                                                     list[int], list[int]]:
         """Every video's minutes of one event type in one UTC hour (one contiguous scan of the
@@ -206,6 +212,37 @@ class HBaseSpeedStore:
             return out
 
         return self._with_retry("scan_type_minutes", scan)
+
+    def hour_totals(self, event_type: str, from_ms: int,
+                    to_ms: int) -> tuple[list[int], list[str], list[int], list[int]]:
+        """Every video's totals per UTC hour of one event type over the hours ``[from_ms,
+        to_ms)`` (hour-aligned), from the top-K table in one contiguous scan, as columns: hour
+        start (ms), video id, count, watch_ms. The work is that of the rows: empty hours cost
+        nothing."""
+        lo, hi = rowkey.top_scan_range(event_type, from_ms, to_ms)
+        unpack = _LONG.unpack
+
+        def scan(conn):
+            hours: list[int] = []
+            videos: list[str] = []
+            counts: list[int] = []
+            watches: list[int] = []
+            for key, cells in conn.table(self.cfg.hbase.top_table).scan(row_start=lo, row_stop=hi,
+                                                                        batch_size=5000):
+                _t, hour_ms, video = rowkey.decode_top_key(key)
+                c = w = 0
+                for q, v in cells.items():
+                    if q[:3] == b"h:c":
+                        c += unpack(v)[0]
+                    elif q[:3] == b"h:w":
+                        w += unpack(v)[0]
+                hours.append(hour_ms)
+                videos.append(video)
+                counts.append(c)
+                watches.append(w)
+            return hours, videos, counts, watches
+
+        return self._with_retry("hour_totals", scan)
 
     def hour_minutes(self, event_type: str, hour_ms: int) -> tuple[list[str], list[int],
                                                                     list[int], list[int]]:

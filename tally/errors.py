@@ -7,13 +7,30 @@ in its ``errors.py``; the CLI prints any ``TallyError`` as one clear line and ex
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# An absolute path, alone or in a file:// URI (not the path part of an http:// or s3:// URL).
+_PATH = re.compile(r"""(?<![\w:/.\-])(?:file:/*)?/[^\s'"(),;]+""")
 
 
 class TallyError(Exception):
     """Base of every error Tally raises on purpose."""
 
     retriable = False
+
+
+def public(text: str, limit: int = 300) -> str:
+    """``text`` fit for a response body: its first line, paths replaced by ``<path>``, at most
+    ``limit`` characters (a Java stack trace or a local path says nothing to a client)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return _PATH.sub("<path>", first)[:limit]
+
+
+def describe(exc: BaseException) -> str:
+    """``ExceptionType: message`` of any exception, fit for a response body (:func:`public`)."""
+    text = public(str(exc))
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ConfigError(TallyError):

@@ -147,6 +147,8 @@ def producer_settings(cfg: TallyConfig, **overrides: Any) -> dict[str, Any]:
         client_id="tally-producer",
     )
     settings.update(overrides)
+    # Connecting waits no longer than a send may block (kafka-python's own default is 30 s).
+    settings.setdefault("bootstrap_timeout_ms", settings["max_block_ms"])
     return settings
 
 

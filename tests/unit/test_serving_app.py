@@ -13,6 +13,7 @@ from serving_layer import service
 from serving_layer.app import create_app
 from serving_layer.params import parse_counts, parse_top
 from serving_layer.batch import ByteLRU, IndexedView
+from serving_layer.sizes import ENTRY, key_bytes
 from speed_layer.store import MinuteCount
 from tally.errors import DependencyError, ProducerError
 from tests.integration.servekit import publish_minutes, view_table
@@ -33,6 +34,7 @@ class FakeSpeed:
         self.calls = 0
         self.scans = []
         self.hour_reads = []
+        self.total_reads = []
         self.progress_reads = 0
         self.watermark = "2025-11-26T09:50:00Z"
 
@@ -59,6 +61,19 @@ class FakeSpeed:
                       key=lambda r: r.video_id)
         return ([r.video_id for r in rows], [(r.minute_ms - hour_ms) // MIN for r in rows],
                 [r.count for r in rows], [r.watch_ms for r in rows])
+
+    def hour_totals(self, event_type, lo, hi):
+        self._check()
+        self.total_reads.append((lo, hi))
+        sums = {}
+        for r in self.rows:
+            if r.event_type == event_type and lo <= r.minute_ms < hi:
+                key = (r.minute_ms // HOUR * HOUR, r.video_id)
+                c, w = sums.get(key, (0, 0))
+                sums[key] = (c + r.count, w + r.watch_ms)
+        keys = sorted(sums)
+        return ([h for h, _ in keys], [v for _, v in keys], [sums[k][0] for k in keys],
+                [sums[k][1] for k in keys])
 
     def read_progress(self):
         self._check()
@@ -196,7 +211,8 @@ def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
         res.cfg = cfg.replace(serve=serve)
         scans = len(speed.scans)
         assert [b["count"] for b in service.counts(res, cq, now)[1]["buckets"]][9:11] == [7, 2]
-        assert speed.scans[scans:] == [(start + 9 * HOUR, start + 12 * HOUR)]
+        # ... up to now + events.max_future + a minute: no row can lie after that.
+        assert speed.scans[scans:] == [(start + 9 * HOUR, start + 11 * HOUR + 31 * MIN)]
 
 
 def test_a_new_publication_is_picked_up_and_cached_by_version(setup):
@@ -375,12 +391,13 @@ def test_indexed_view_and_lru():
         def __init__(self, n):
             self.nbytes = n
 
-    lru = ByteLRU(100)
+    slot = ENTRY + key_bytes("a")  # what an entry weighs beside its value
+    lru = ByteLRU(100 + 3 * slot)
     lru.put("a", Item(60))
     lru.put("b", Item(30))
     assert lru.get("a") is not None  # a is now the most recent
     lru.put("c", Item(30))  # evicts b, the least recently used
-    assert lru.get("b") is None and lru.get("a") and lru.get("c") and lru.bytes == 90
+    assert lru.get("b") is None and lru.get("a") and lru.get("c") and lru.bytes == 90 + 2 * slot
     lru.put("d", Item(500))  # alone over budget: kept, everything else goes
     assert len(lru) == 1 and lru.get("d")
 
