@@ -376,13 +376,18 @@ def test_routing_errors_are_json_and_keep_their_headers(setup):
 
 def test_indexed_view_and_lru():
     t = view_table([("b", "view", 2 * MIN, 1, 1), ("a", "view", MIN, 2, 2), ("a", "view", 0, 3, 3),
-                    ("a", "like", 0, 4, 4)])
+                    ("a", "like", 0, 4, 4), ("a-", "view", 0, 6, 6), ("A", "like", 0, 7, 7)])
     v = IndexedView(t)
     assert rows(v, "a", "view", 0, 10 * MIN) == [(0, 3, 3), (MIN, 2, 2)]
+    assert rows(v, "a-", "view", 0, 10 * MIN) == [(0, 6, 6)] and rows(v, "a", "lik", 0, MIN) == []
+    assert rows(v, "A", "like", 0, MIN) == [(0, 7, 7)] and rows(v, "A", "view", 0, MIN) == []
     assert rows(v, "a", "view", MIN, 10 * MIN) == [(MIN, 2, 2)]
     assert rows(v, "c", "view", 0, 10 * MIN) == []
     assert sorted(v.per_video_table("view", 0, 10 * MIN).to_pylist(), key=lambda r: r["video_id"]) == [
-        {"video_id": "a", "count": 5, "watch_ms": 5}, {"video_id": "b", "count": 1, "watch_ms": 1}]
+        {"video_id": "a", "count": 5, "watch_ms": 5}, {"video_id": "a-", "count": 6, "watch_ms": 6},
+        {"video_id": "b", "count": 1, "watch_ms": 1}]
+    assert v.per_video_table("like", 0, MIN).to_pylist() == [
+        {"video_id": "A", "count": 7, "watch_ms": 7}, {"video_id": "a", "count": 4, "watch_ms": 4}]
     assert v.per_video_table("like", MIN, 10 * MIN).num_rows == 0
     assert IndexedView(t.slice(0, 0)).per_video_table("view", 0, 1).num_rows == 0
     assert rows(IndexedView(t.slice(0, 0)), "a", "view", 0, 1) == []

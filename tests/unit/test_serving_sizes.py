@@ -89,4 +89,4 @@ def test_view_cache_counts_what_its_views_take():
 
     fill(1)  # Arrow's compute functions allocate once, on first use
     taken, counted = measured(fill)
-    assert taken <= counted <= 2.0 * taken, (taken, counted)
+    assert taken <= counted + 16_384 and counted <= 2.0 * taken, (taken, counted)
