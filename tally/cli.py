@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from typing import Any, Callable
 
 from schemas.config import TallyConfig, load_config
@@ -416,8 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if passthrough and args.command != "cluster":
         parser.error(f"{args.command}: unexpected arguments after '--': {' '.join(passthrough)}")
     level = "WARNING" if args.verbose == 0 else ("INFO" if args.verbose == 1 else "DEBUG")
-    log.setup(level, quiet=args.quiet)
     try:
+        log.setup(level, quiet=args.quiet)
         cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
         return COMMANDS[args.command](args, cfg)
     except TallyError as exc:
@@ -426,6 +427,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tally {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - not ours: still one line, the traceback on -v
+        if args.verbose:
+            traceback.print_exc()
+        lines = str(exc).strip().splitlines()
+        what = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        hint = "" if args.verbose else " (-v for the traceback)"
+        print(f"tally {args.command}: error: {what}{hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
