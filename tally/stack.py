@@ -176,6 +176,34 @@ class Part:
     owns: Callable[[str], bool] | None = None
 
 
+def serve_s3(argv: list[str]) -> None:
+    """``python -m moto.server ARGV``, refusing (403) what a browser sends on a web page's
+    behalf: a request with an ``Origin`` header or a ``Sec-Fetch-Site`` other than ``none``, or
+    for a ``Host`` that is not the endpoint's (DNS rebinding). CORS off alone still lets a page
+    send simple requests blind: a form POST uploads an object, a ``text/plain`` POST
+    ``?delete`` deletes them, ``POST /moto-api/reset`` wipes everything. The lake's clients
+    (boto3, pyarrow, s3a) send neither header."""
+    import argparse
+
+    from moto import server
+
+    host_arg = argparse.ArgumentParser(add_help=False)
+    host_arg.add_argument("-H", "--host", default="127.0.0.1")
+    hosts = {host_arg.parse_known_args(argv)[0].host, "127.0.0.1", "localhost", "::1"}
+
+    class Guarded(server.DomainDispatcherApplication):
+        def __call__(self, environ, start_response):
+            host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0].strip("[]").lower()
+            if ("HTTP_ORIGIN" in environ or environ.get("HTTP_SEC_FETCH_SITE", "none") != "none"
+                    or host not in hosts):
+                start_response("403 Forbidden", [("Content-Type", "text/plain")])
+                return [b"refused: a request from a web page or for another host\n"]
+            return super().__call__(environ, start_response)
+
+    server.DomainDispatcherApplication = Guarded
+    server.main(argv)
+
+
 class Stack:
     """The local stack of one state directory."""
 
@@ -201,9 +229,13 @@ class Stack:
                  self._hbase_prepare, endpoint=f"zookeeper 127.0.0.1:{cfg.hbase.zookeeper_port}"),
             Part("hbase-thrift", [cfg.hbase.port], self._thrift_cmd, self._thrift_health,
                  self._hbase_prepare, endpoint=f"thrift {cfg.hbase.host}:{cfg.hbase.port}"),
+            # moto grants every origin CORS by default: any web page could then read and
+            # rewrite the lake through the operator's browser (see serve_s3 for the rest).
             Part("s3", [s3.port or 80], self._s3_cmd, self._s3_health,
-                 endpoint=cfg.lake.s3_endpoint,
-                 owns=lambda cmd: "moto.server" in cmd and f"-p\0{s3.port or 80}" in cmd),
+                 env={"MOTO_DISABLE_GLOBAL_CORS": "1"}, endpoint=cfg.lake.s3_endpoint,
+                 # "moto.server": started as `python -m moto.server` by an older Tally
+                 owns=lambda cmd: ("serve_s3" in cmd or "moto.server" in cmd)
+                 and f"-p\0{s3.port or 80}" in cmd),
         ]
 
     def _marker(self, part: str) -> str:
@@ -348,8 +380,9 @@ class Stack:
     # S3 (moto)
     def _s3_cmd(self) -> list[str]:
         u = urlparse(self.cfg.lake.s3_endpoint)
-        return [sys.executable, "-m", "moto.server", "-H", u.hostname or "127.0.0.1",
-                "-p", str(u.port or 80)]
+        main = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); "
+                "from tally.stack import serve_s3; serve_s3(sys.argv[1:])")
+        return [sys.executable, "-c", main, "-H", u.hostname or "127.0.0.1", "-p", str(u.port or 80)]
 
     def _s3_health(self) -> str:
         from tally.lake import s3_client

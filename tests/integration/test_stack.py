@@ -153,3 +153,66 @@ def test_held_port_is_refused_clearly(private, tmp_path):
     line = res.stderr.strip().splitlines()[-1]
     assert f"kafka: port {port} is held by pid {os.getpid()}" in line
     assert not (tmp_path / "other" / "run" / "kafka.pid").exists()
+
+
+def test_s3_endpoint_refuses_web_pages(tmp_path):
+    """The S3 part as `tally stack up` starts it: no cross-origin request is granted CORS (a web
+    page the operator opens cannot read the answers, nor preflight a PUT or DELETE), and what a
+    page could still send blind as a simple request (a form upload, a text/plain POST ?delete,
+    moto's reset) is refused before it reaches moto, as is a request for another Host (DNS
+    rebinding). The lake's own client still works."""
+    import urllib.error
+    import urllib.request
+
+    from tally.lake import s3_client
+    from tally.stack import Stack
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env.update(TALLY_STATE_DIR=str(tmp_path / "state"),
+               TALLY_LAKE__S3_ENDPOINT=f"http://127.0.0.1:{port}")
+    cfg = load_config(environ=env)
+    own = Stack(cfg)
+    try:
+        own.start_parts([own.parts["s3"]], "s3 up")
+        client = s3_client(cfg)
+        client.create_bucket(Bucket="lake")
+        client.put_object(Bucket="lake", Key="a", Body=b"1")
+
+        def ask(method: str, path: str, body: bytes | None = None, **headers: str):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                         headers=headers, data=body)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, dict(r.headers)
+            except urllib.error.HTTPError as e:
+                return e.code, dict(e.headers)
+
+        evil = {"Origin": "http://evil.example"}
+        form = ('--b\r\nContent-Disposition: form-data; name="key"\r\n\r\nplanted\r\n--b\r\n'
+                'Content-Disposition: form-data; name="file"; filename="f"\r\n\r\nx\r\n--b--\r\n')
+        answers = {
+            "preflight PUT": ask("OPTIONS", "/lake/a", **evil,
+                                 **{"Access-Control-Request-Method": "PUT"}),
+            "preflight DELETE on /": ask("OPTIONS", "/", **evil,
+                                         **{"Access-Control-Request-Method": "DELETE"}),
+            "GET /": ask("GET", "/", **evil),
+            "no-cors GET": ask("GET", "/lake", **{"Sec-Fetch-Site": "cross-site"}),
+            "form upload": ask("POST", "/lake", form.encode(), **evil,
+                               **{"Content-Type": "multipart/form-data; boundary=b"}),
+            "POST ?delete": ask("POST", "/lake?delete", b"<Delete><Object><Key>a</Key></Object>"
+                                b"</Delete>", **evil, **{"Content-Type": "text/plain"}),
+            "reset": ask("POST", "/moto-api/reset", b"", **evil, **{"Content-Type": "text/plain"}),
+            "rebound Host": ask("GET", "/lake", Host=f"evil.example:{port}"),
+        }
+        for what, (status, headers) in answers.items():
+            granted = {k: v for k, v in headers.items() if k.lower().startswith("access-control-")}
+            assert not granted, (what, granted)
+            assert status == 403, (what, status)
+        assert ask("GET", "/")[0] == 200  # a request without those headers is answered
+        assert [o["Key"] for o in client.list_objects_v2(Bucket="lake")["Contents"]] == ["a"]
+        assert own.pid("s3") is not None
+    finally:
+        own.down()
