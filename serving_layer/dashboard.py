@@ -7,6 +7,8 @@ freshness of both layers. Static HTML and script; every number on it comes from 
 The form is prefilled from the page's query string (``?video=…&from=…&to=…&granularity=…&
 event_type=…``), so a view can be linked. The last answers and what was drawn are kept in
 ``window.tally`` (``counts``, ``top``, ``seq`` counting finished loads, ``error``) for tests.
+Values from the answers reach the DOM as text and attribute values only, never as markup: some
+come from the lake (batch versions from its publication entries).
 """
 
 PAGE = """<!doctype html>
@@ -73,7 +75,16 @@ const state = window.tally = {seq: 0, counts: null, top: null, error: null, draw
 const f = document.getElementById('f');
 const $ = id => document.getElementById(id);
 const HOUR = 36e5, W = 1000, H = 270, L = 56, R = 8, T = 10, B = 34;
-const esc = s => String(s).replace(/[&<>"']/g, c => '&#' + c.charCodeAt(0) + ';');
+// Every value from an answer goes into the page as text or an attribute value, through el():
+// the page writes no markup built from data (a version string comes from the lake).
+const SVG = 'http://www.w3.org/2000/svg';
+function el(tag, attrs, ...kids) {  // tag 'svg:rect' for SVG; kids: nodes or text
+  const e = tag.startsWith('svg:') ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  e.append(...kids.map(k => k instanceof Node ? k : String(k)));
+  return e;
+}
+const lines = v => (Array.isArray(v) ? v : [v]).flatMap((s, i) => i ? [el('br'), String(s)] : [String(s)]);
 const fmtInt = n => n == null ? '–' : Number(n).toLocaleString('en-US');
 const fmtMs = ms => { const s = ms / 1000; return s < 120 ? s.toFixed(1) + ' s' : s < 7200 ?
   (s / 60).toFixed(1) + ' min' : (s / 3600).toFixed(1) + ' h'; };
@@ -99,21 +110,21 @@ function draw(c) {
   const n = c.buckets.length, pw = W - L - R, ph = H - T - B;
   const max = niceMax(Math.max(0, ...c.buckets.map(b => b.count || 0)));
   const bw = pw / n, gap = bw > 4 ? 1 : 0;
-  let out = '<g>';
+  const g = el('svg:g');
   for (let i = 0; i <= 4; i++) {
     const y = T + ph - ph * i / 4;
-    out += `<line x1="${L}" x2="${W - R}" y1="${y}" y2="${y}" stroke="#eee"/>` +
-           `<text x="${L - 6}" y="${y + 4}" text-anchor="end">${fmtInt(max * i / 4)}</text>`;
+    g.append(el('svg:line', {x1: L, x2: W - R, y1: y, y2: y, stroke: '#eee'}),
+             el('svg:text', {x: L - 6, y: y + 4, 'text-anchor': 'end'}, fmtInt(max * i / 4)));
   }
   const drawn = [];
   c.buckets.forEach((b, i) => {
     const cls = b.unavailable ? 'na' : b.source;
     const v = b.count || 0, h = b.unavailable ? ph : ph * v / max;
     const x = L + i * bw;
-    out += `<rect class="bar ${cls}" x="${x.toFixed(2)}" width="${Math.max(0.5, bw - gap).toFixed(2)}" ` +
-           `y="${(T + ph - h).toFixed(2)}" height="${h.toFixed(2)}" data-start="${esc(b.start)}" ` +
-           `data-count="${b.count == null ? '' : b.count}" data-source="${b.source}">` +
-           `<title>${esc(b.start)}: ${b.unavailable ? 'unavailable' : fmtInt(b.count)} (${b.source})</title></rect>`;
+    g.append(el('svg:rect', {class: `bar ${cls}`, x: x.toFixed(2), width: Math.max(0.5, bw - gap).toFixed(2),
+                             y: (T + ph - h).toFixed(2), height: h.toFixed(2), 'data-start': b.start,
+                             'data-count': b.count == null ? '' : b.count, 'data-source': b.source},
+      el('svg:title', {}, `${b.start}: ${b.unavailable ? 'unavailable' : fmtInt(b.count)} (${b.source})`)));
     drawn.push({start: b.start, count: b.count, source: b.source, cls: cls, height: h});
   });
   const t0 = Date.parse(c.from), t1 = Date.parse(c.to);
@@ -121,37 +132,41 @@ function draw(c) {
   for (let i = 0; i < ticks; i++) {
     const k = Math.floor(i * n / ticks), ms = Date.parse(c.buckets[k].start);
     const label = c.granularity === 'day' ? iso(ms).slice(5, 10) : iso(ms).slice(5, 16).replace('T', ' ');
-    out += `<text x="${L + k * bw}" y="${H - B + 16}">${label}</text>`;
+    g.append(el('svg:text', {x: L + k * bw, y: H - B + 16}, label));
   }
-  out += `<line x1="${L}" x2="${W - R}" y1="${T + ph}" y2="${T + ph}" stroke="#999"/>`;
+  g.append(el('svg:line', {x1: L, x2: W - R, y1: T + ph, y2: T + ph, stroke: '#999'}));
   state.horizonX = null;
   if (c.batch_horizon) {
     const hz = Date.parse(c.batch_horizon);
     if (hz > t0 && hz < t1) {
       const x = L + pw * (hz - t0) / (t1 - t0);
       state.horizonX = x;
-      out += `<line id="horizon" x1="${x}" x2="${x}" y1="${T - 4}" y2="${T + ph}" stroke="var(--hz)" ` +
-             `stroke-width="2" stroke-dasharray="6 4"/><text x="${x + 4}" y="${T + 8}" ` +
-             `style="fill:var(--hz)">batch horizon ${esc(c.batch_horizon.slice(0, 16).replace('T', ' '))}</text>`;
+      g.append(el('svg:line', {id: 'horizon', x1: x, x2: x, y1: T - 4, y2: T + ph, stroke: 'var(--hz)',
+                               'stroke-width': 2, 'stroke-dasharray': '6 4'}),
+               el('svg:text', {x: x + 4, y: T + 8, style: 'fill:var(--hz)'},
+                  'batch horizon ' + String(c.batch_horizon).slice(0, 16).replace('T', ' ')));
     }
   }
-  svg.insertAdjacentHTML('beforeend', out + '</g>');
+  svg.append(g);
   state.drawn = drawn;
   $('total').textContent = fmtInt(c.total);
   $('what').textContent = `${c.event_type} events of ${c.video_id}, ${c.from.slice(0, 16)} to ` +
     `${c.to.slice(0, 16)} by ${c.granularity} · watch time ${fmtMs(c.watch_ms)}` +
     (c.speed_unavailable ? ' · speed views unavailable' : '');
-  $('warnings').innerHTML = (c.warnings || []).map(esc).join('<br>');
+  $('warnings').replaceChildren(...lines(c.warnings || []));
 }
 
 function drawTop(t) {
   $('topwhat').textContent = `· ${t.event_type}, ${t.exact ? 'exact (batch views only)' : 'includes speed views'}`;
-  $('top').tBodies[0].innerHTML = t.items.map((it, i) =>
-    `<tr data-video="${esc(it.video_id)}"${it.video_id === f.video.value ? ' class="sel"' : ''}>` +
-    `<td>${i + 1}</td><td>${esc(it.video_id)}</td><td>${fmtInt(it.count)}</td>` +
-    `<td>${fmtMs(it.watch_ms)}</td></tr>`).join('') ||
-    '<tr><td colspan="4" class="mute">no events in this range</td></tr>';
-  $('videos').innerHTML = t.items.map(it => `<option value="${esc(it.video_id)}">`).join('');
+  const rows = t.items.map((it, i) => {
+    const tr = el('tr', {'data-video': it.video_id}, el('td', {}, i + 1), el('td', {}, it.video_id),
+                  el('td', {}, fmtInt(it.count)), el('td', {}, fmtMs(it.watch_ms)));
+    tr.classList.toggle('sel', it.video_id === f.video.value);
+    return tr;
+  });
+  $('top').tBodies[0].replaceChildren(...rows.length ? rows :
+    [el('tr', {}, el('td', {colspan: 4, class: 'mute'}, 'no events in this range'))]);
+  $('videos').replaceChildren(...t.items.map(it => el('option', {value: it.video_id})));
 }
 
 function drawFresh(c) {
@@ -167,9 +182,9 @@ function drawFresh(c) {
     ['batch horizon', c.batch_horizon ? `${c.batch_horizon} (${fmtMs(now - hz)} ago)` : 'none'],
     ['pending days', (c.pending_days || []).join(', ') || 'none'],
     ['pinned days', (c.pinned_days || []).join(', ') || 'none'],
-    ['batch versions used', days.length ? days.map(d => `${d}: ${c.batch_versions[d] || 'none'}`).join('<br>') : '–'],
+    ['batch versions used', days.length ? days.map(d => `${d}: ${c.batch_versions[d] || 'none'}`) : '–'],
   ];
-  $('fresh').innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${k === 'batch versions used' ? v : esc(v)}</dd>`).join('');
+  $('fresh').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, ...lines(v))]));
 }
 
 async function show(ev) {
@@ -203,7 +218,7 @@ f.addEventListener('submit', show);
   try {  // the event types this server takes, from its own OpenAPI document
     const doc = await get('/openapi.json');
     const types = doc.paths['/v1/top'].get.parameters.find(p => p.name === 'event_type').schema.enum;
-    f.event_type.innerHTML = types.map(t => `<option>${esc(t)}</option>`).join('');
+    f.event_type.replaceChildren(...types.map(t => el('option', {}, t)));
   } catch (e) { /* keep "view" */ }
   for (const k of ['video', 'event_type', 'from', 'to', 'granularity'])
     if (params.get(k)) f[k].value = params.get(k);

@@ -6,6 +6,9 @@ days, the first published as batch views, all of them in the speed views (wrong 
 horizon, so a bar drawn from the wrong side shows). The page is served over HTTP; the test reads what it drew from the DOM (bar
 heights, classes, data attributes, the table's text) and compares it with the API's JSON and
 with the truth. Then it selects another video by clicking its row in the top list.
+
+Last, the page against forged answers: what it did not write itself (batch versions from the
+lake's publication entries, video ids, warnings, ...) shows as text, whatever HTML it holds.
 """
 
 from __future__ import annotations
@@ -32,11 +35,17 @@ TOP_ROWS = """[...document.querySelectorAll('#top tbody tr')].map(tr =>
 
 
 @pytest.fixture(scope="module")
-def site(serving_world):
+def browser():
+    with Browser() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def site(serving_world, browser):
     from serving_layer.app import create_app
 
     app = create_app(serving_world.inst.cfg)
-    with serving(app) as url, Browser() as browser:
+    with serving(app) as url:
         yield serving_world, app.test_client(), url, browser
 
 
@@ -123,3 +132,92 @@ def test_the_page_shows_the_apis_numbers(site):
                      "document.querySelector('button').click()")
     browser.wait_for("window.tally.seq >= 3")
     assert browser.evaluate("document.getElementById('err').textContent").startswith("from:")
+
+
+def forged(name: str) -> str:
+    """Text that runs script if a page writes it into the DOM as HTML (in text or attributes)."""
+    return f"""{name}"'><img src=x onerror="(window.pwned=window.pwned||[]).push('{name}')">"""
+
+
+def forged_api():
+    """The page, and answers to what it fetches carrying HTML in every value the page shows."""
+    from flask import Flask, jsonify
+
+    from serving_layer.dashboard import PAGE
+
+    app = Flask("forged")
+    start = "2024-05-01T00:00:00Z"
+    starts = [f"2024-05-01T{h:02d}:00:00Z" for h in range(3)]
+    common = {"event_type": forged("event_type"), "from": start, "to": "2024-05-01T03:00:00Z",
+              "batch_horizon": "2024-05-01T01:30:00Z",
+              "batch_versions": {forged("day"): forged("version")},
+              "pending_days": [forged("pending")], "pinned_days": [forged("pinned")],
+              "freshness": {"speed_max_event_time": forged("max_event_time"), "lag_seconds": 5,
+                            "speed_watermark": forged("watermark"),
+                            "speed_updated_at": forged("updated_at"), "dropped_late": 0},
+              "speed_unavailable": False, "warnings": [forged("warning")]}
+
+    @app.get("/")
+    def page():
+        return PAGE
+
+    @app.get("/openapi.json")
+    def openapi():
+        enum = ["view", forged("type")]
+        return jsonify({"paths": {"/v1/top": {"get": {"parameters": [
+            {"name": "event_type", "schema": {"enum": enum}}]}}}})
+
+    @app.get("/v1/top")
+    def top():
+        return jsonify({**common, "exact": False, "items": [
+            {"video_id": forged("video"), "count": 5, "watch_ms": 1000}]})
+
+    @app.get("/v1/videos/<path:video>/counts")
+    def counts(video):
+        return jsonify({**common, "video_id": video, "granularity": "hour", "total": 7,
+                        "watch_ms": 1000, "buckets": [
+                            {"start": starts[0], "count": 3, "source": "batch"},
+                            {"start": starts[1], "count": forged("count"),
+                             "source": forged("source")},
+                            {"start": starts[2], "count": None, "source": "none",
+                             "unavailable": True}]})
+
+    return app
+
+
+def test_text_from_the_api_is_shown_as_text(browser):
+    with serving(forged_api()) as url:
+        browser.navigate(f"{url}/")
+        browser.wait_for("window.tally.seq >= 1")
+        assert browser.evaluate("window.tally.error") is None
+
+        def text(selector):
+            return browser.evaluate(f"[...document.querySelectorAll({json.dumps(selector)})]"
+                                    ".map(e => e.textContent)")
+
+        # Nothing of it became markup ...
+        assert browser.evaluate("document.querySelectorAll('img, [onerror]').length") == 0
+        # ... and all of it is there, as text.
+        fresh = text("#fresh dd")
+        assert f"{forged('day')}: {forged('version')}" in fresh
+        for name in ("max_event_time", "watermark", "updated_at", "pending", "pinned"):
+            assert forged(name) in fresh, name
+        assert text("#warnings") == [forged("warning")]
+        assert browser.evaluate(TOP_ROWS) == [["1", forged("video"), "5", "1.0 s"]]
+        assert browser.evaluate("document.querySelector('#top tbody tr').dataset.video") == \
+            forged("video")
+        assert browser.evaluate("[...document.querySelectorAll('#videos option')]"
+                                ".map(o => o.value)") == [forged("video")]
+        assert browser.evaluate("[...document.querySelectorAll('select[name=event_type] option')]"
+                                ".map(o => o.value)") == ["view", forged("type")]
+        bars = browser.evaluate(BARS)
+        assert [b["source"] for b in bars] == ["batch", forged("source"), "none"]
+        assert browser.evaluate("document.querySelectorAll('#chart rect.bar')[1].dataset.count") \
+            == forged("count")
+        assert forged("video") in text("#what")[0]
+        titles = text("#chart rect.bar title")
+        assert forged("source") in titles[1]
+        assert browser.evaluate("document.getElementById('horizon') !== null")
+        # A handler would run once its image failed to load: give it the time to.
+        browser.evaluate("new Promise(r => setTimeout(r, 300))")
+        assert browser.evaluate("window.pwned || null") is None
