@@ -382,7 +382,8 @@ class Stack:
         u = urlparse(self.cfg.lake.s3_endpoint)
         main = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); "
                 "from tally.stack import serve_s3; serve_s3(sys.argv[1:])")
-        return [sys.executable, "-c", main, "-H", u.hostname or "127.0.0.1", "-p", str(u.port or 80)]
+        return [sys.executable, "-c", main, "-H", u.hostname or "127.0.0.1",
+                "-p", str(u.port or 80)]
 
     def _s3_health(self) -> str:
         from tally.lake import s3_client
