@@ -16,7 +16,7 @@ def run_stream(cfg, master: str | None, trigger: str | None = None,
     """Build the session, run the streaming app until stopped, stop the session. Shared by
     ``tally stream`` (master from the config) and spark-submit (master from spark-submit)."""
     from speed_layer.app import StreamingApp
-    from tally.spark import build_session
+    from tally.spark import build_session, stop_session
 
     spark = build_session(cfg, "tally-stream", master=master)
     app = StreamingApp(spark, cfg, trigger=_duration(trigger),
@@ -26,7 +26,7 @@ def run_stream(cfg, master: str | None, trigger: str | None = None,
         app.start()
         return app.run()
     finally:
-        spark.stop()
+        stop_session(spark)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -360,8 +360,13 @@ class StreamingApp:
         self._stop.set()
 
     def install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM, to this process or to the driver's JVM, stop the queries
+        between micro-batches (the JVM's own handler would exit it under them)."""
+        from tally.spark import route_stop_signals
+
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)
+        route_stop_signals(self.spark, self.request_stop)
 
     def _idle(self) -> bool:
         if self.until_idle_s is None:

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from schemas.config import TallyConfig
+from tally import log
+
+LOG = log.get("spark")
 
 SPARK_LOG4J2 = """\
 status = error
@@ -248,3 +251,53 @@ def submitted_conf() -> dict[str, str]:
 
     SparkContext._ensure_initialized()
     return dict(SparkConf().getAll())
+
+
+class _StopSignalHandler:
+    """A ``sun.misc.SignalHandler`` in the driver's JVM that calls back into Python."""
+
+    def __init__(self, stop):
+        self._stop = stop
+
+    def handle(self, _signal) -> None:
+        self._stop()
+
+    class Java:
+        implements = ["sun.misc.SignalHandler"]
+
+
+def route_stop_signals(spark, stop) -> None:
+    """SIGTERM and SIGINT reaching the driver's JVM call ``stop`` instead of shutting the JVM
+    down. A supervisor signals the whole process group (``kill -TERM -PGID``, systemd's
+    KillMode=control-group, Ctrl-C); the JVM's own handler would exit it at once, under the
+    Python side's queries. Under spark-submit it also makes a signal to the JVM alone (its main
+    process) stop the job. A signal the JVM ignores (pyspark starts it with SIGINT ignored) stays
+    ignored."""
+    from pyspark.java_gateway import ensure_callback_server_started
+
+    gateway = spark.sparkContext._gateway
+    ensure_callback_server_started(gateway)
+    jvm = spark.sparkContext._jvm
+    handler = _StopSignalHandler(stop)
+    for name in ("TERM", "INT"):
+        jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), handler)
+
+
+def stop_session(spark, timeout_s: float = 60.0) -> None:
+    """Stop the session, then the JVM pyspark started for it (it exits when its stdin closes)
+    and wait for it, so that nothing of the job outlives this process: systemd's KillMode=mixed
+    SIGKILLs what is left of a unit once its main process exits. A JVM spark-submit started is
+    this process's parent, and exits after it."""
+    import subprocess
+
+    from pyspark import SparkContext
+
+    spark.stop()
+    proc = getattr(SparkContext._gateway, "proc", None)
+    if proc is None:
+        return
+    proc.stdin.close()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        LOG.warning("the driver's JVM has not exited %.0fs after its session stopped", timeout_s)
