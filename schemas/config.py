@@ -336,13 +336,29 @@ class ServeConfig:
     kafka_timeout_s: float = 10.0
     # gunicorn kills a worker whose request runs longer than this.
     request_timeout_s: int = 60
-    # Requests per second per API key (or client address without one) and worker; 0 = off.
+    # Requests per second per API key (or client address for requests without one), after
+    # authentication, shared by every worker and instance of the state dir; 0 = off.
     rate_limit_per_s: float = 0.0
     rate_limit_burst: int = 50
+    # Host names (besides the loopback names and the bind addresses) that requests may name in
+    # their Host header; "*" allows any. Refuses DNS rebinding (docs/security.md).
+    allowed_hosts: tuple[str, ...] = ()
+    # `tally serve` and `tally front up` refuse a non-loopback bind without api_keys (anyone who
+    # can reach the port could write events) unless this says writes may be open.
+    open_writes: bool = False
+    # `tally serve` (sync workers, which a slow client holds) binds a non-loopback address only
+    # when this says a proxy that reads whole requests (the front door, an ALB) is the only way in.
+    behind_proxy: bool = False
 
     def validate(self) -> None:
         _positive(self, "port", "workers", "max_body_bytes", "max_events", "cache_mb",
                   "hbase_timeout_ms", "kafka_timeout_s", "request_timeout_s", "rate_limit_burst")
+        if self.rate_limit_per_s and not 0.001 <= self.rate_limit_per_s <= 100_000:
+            raise ConfigError("serve.rate_limit_per_s: must be 0 (off) or 0.001 to 100000")
+        for name in self.allowed_hosts:
+            if name != "*" and (not name or not all(c.isalnum() or c in ".-_:[]" for c in name)):
+                raise ConfigError(f"serve.allowed_hosts: {name!r} is not a host name or address "
+                                  "(no port, no scheme; \"*\" for any)")
         if self.port >= 65536:
             raise ConfigError("serve.port: must be below 65536")
         if self.max_range_days_minute < 7:
@@ -388,11 +404,18 @@ class FrontConfig:
     # Idle connections to the instances each nginx worker keeps open.
     keepalive: int = 16
     worker_processes: int = 1
+    # Slow clients wait in nginx's event loop, never in an instance: a request's headers must
+    # arrive within header_timeout_s, each read of its body within body_timeout_s of the last
+    # (nginx's client_header_timeout/client_body_timeout); idle keep-alive connections close
+    # after keepalive_timeout_s.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keepalive_timeout_s: int = 30
 
     def validate(self) -> None:
         _positive(self, "port", "instances", "first_instance_port", "max_fails", "fail_timeout_s",
                   "connect_timeout_s", "read_timeout_s", "next_upstream_tries", "keepalive",
-                  "worker_processes")
+                  "worker_processes", "header_timeout_s", "body_timeout_s", "keepalive_timeout_s")
         if self.instances > 16:
             raise ConfigError("front.instances: must be at most 16")
         if self.port >= 65536 or self.first_instance_port + self.instances > 65536:

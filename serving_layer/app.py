@@ -12,7 +12,11 @@ naming the dependency when one needed for the answer is down. Any other 5xx is a
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
+import math
+import os
 import re
 import time
 from typing import Any
@@ -27,7 +31,7 @@ from schemas.config import TallyConfig, load_config
 from serving_layer.buckets import Buckets
 from serving_layer.service import Resources
 from tally import log
-from tally.errors import ApiError, DependencyError, ProducerError
+from tally.errors import ApiError, DependencyError, ProducerError, public
 
 LOG = log.get("serve")
 _RULE_VAR = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
@@ -60,11 +64,125 @@ def client_key() -> str | None:
     return request.headers.get("X-API-Key")
 
 
+# Endpoints that always need a key when keys are configured (the others only with
+# serve.read_requires_key).
+WRITE_ENDPOINTS = frozenset({"ingest.post_events"})
+# Probes answer whatever Host they are sent (a balancer's health check names the target's
+# address); they carry no data.
+PROBES = frozenset({"/healthz", "/readyz"})
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "*"})
+FRONT_HEADER = "X-Tally-Front"
+
+
+def _host_name(value: str) -> str | None:
+    """The name of a Host header value (``[::1]:8000`` -> ``::1``), lower case; None when it is
+    not a host[:port]."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+    else:
+        name, sep, port = value.partition(":")
+        if sep and not port.isdigit():
+            return None
+    name = name[:-1] if name.endswith(".") else name
+    return name or None
+
+
+def allowed_host_names(cfg: TallyConfig) -> frozenset[str] | None:
+    """The names a request's Host may give (None: any): the loopback names, the addresses
+    `tally serve` and the front door bind (unless a wildcard) and ``serve.allowed_hosts``."""
+    names = set(LOOPBACK_NAMES)
+    for bind in (cfg.serve.host, cfg.front.host):
+        if bind.strip("[]").lower() not in WILDCARD_BINDS:
+            names.add(bind.strip("[]").lower())
+    for name in cfg.serve.allowed_hosts:
+        if name == "*":
+            return None
+        names.add(name.strip("[]").lower().rstrip("."))
+    return frozenset(names)
+
+
+def check_host(allowed: frozenset[str] | None) -> None:
+    """400 unless the Host header names this server: a web page that resolved its own name to
+    127.0.0.1 (DNS rebinding) sends its own name."""
+    if allowed is None or request.path in PROBES:
+        return
+    given = request.headers.get("Host")
+    if given is None:
+        raise ApiError(400, "Host: required")
+    name = _host_name(given)
+    if name is None or name not in allowed:
+        raise ApiError(400, f"Host: {given[:100]!r} is not a name of this server "
+                            "(serve.allowed_hosts)")
+
+
+class ProxyToken:
+    """The front door's proof (``<state>/front/proxy-token``, written by `tally front up`,
+    mode 0600): nginx sends it in ``X-Tally-Front`` with ``X-Forwarded-For`` set to the
+    client's address; no other client knows it, so only then is that header believed."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+        self._seen: tuple[float, bytes] | None = None
+
+    def matches(self, given: str) -> bool:
+        try:
+            mtime = os.stat(self.path).st_mtime
+            if self._seen is None or self._seen[0] != mtime:
+                self._seen = (mtime, self.path.read_bytes().strip())
+        except OSError:
+            return False
+        token = self._seen[1]
+        return bool(token) and hmac.compare_digest(given.encode(), token)
+
+
+def client_address(proxy: ProxyToken) -> str:
+    """The client's address: the peer's, or behind the front door (its token sent) the one
+    nginx put in X-Forwarded-For. An IPv6 address stands for its /64 (one host's share)."""
+    addr = request.remote_addr or "-"
+    token = request.headers.get(FRONT_HEADER)
+    if token is not None and proxy.matches(token):
+        forwarded = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()
+        addr = forwarded or addr
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr[:64]
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def authenticate(proxy: ProxyToken) -> str:
+    """The caller, as a rate-limit key: ``k:<digest>`` for a valid API key, ``a:<address>``
+    without one. With keys configured a key that is not valid is a 401 on every endpoint (no
+    bucket is made for it), and a missing one where the endpoint needs one; without keys
+    configured the header is ignored."""
+    cfg = tally_cfg().serve
+    given = client_key()
+    if cfg.api_keys:
+        if given is not None:
+            if not any(hmac.compare_digest(given.encode(), k.encode()) for k in cfg.api_keys):
+                raise ApiError(401, "X-API-Key: not a valid key", {"WWW-Authenticate": "X-API-Key"})
+            g.keyed = True
+            return "k:" + hashlib.sha256(given.encode()).hexdigest()[:24]
+        if request.endpoint in WRITE_ENDPOINTS or cfg.read_requires_key:
+            raise ApiError(401, "X-API-Key: required", {"WWW-Authenticate": "X-API-Key"})
+    return "a:" + client_address(proxy)
+
+
 def require_key(always: bool) -> None:
     """401 unless the request carries a configured key (when keys are configured and the
-    endpoint needs one: writes always, reads when ``serve.read_requires_key``)."""
+    endpoint needs one: writes always, reads when ``serve.read_requires_key``). The app's
+    ``before_request`` has already authenticated every ``/v1/`` request; this holds the rule
+    for a view all the same."""
     cfg = tally_cfg().serve
-    if not cfg.api_keys or not (always or cfg.read_requires_key):
+    if not cfg.api_keys or not (always or cfg.read_requires_key) or g.get("keyed"):
         return
     given = client_key()
     if given is None:
@@ -113,16 +231,26 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
     app.register_blueprint(ingest_bp)
     app.register_blueprint(queries_bp)
     app.register_blueprint(ops_bp)
-    limiter = metrics.RateLimiter(cfg.serve.rate_limit_per_s, cfg.serve.rate_limit_burst)
+    from serving_layer.server import proxy_token_path, rate_limit_path
+
+    limiter = metrics.RateLimiter(rate_limit_path(cfg), cfg.serve.rate_limit_per_s,
+                                  cfg.serve.rate_limit_burst)
+    allowed_hosts = allowed_host_names(cfg)
+    proxy = ProxyToken(proxy_token_path(cfg))
 
     @app.before_request
     def _start() -> Response | None:
+        # Host first (a forged page learns nothing else), then who is asking, then how often.
         g.t0 = time.monotonic()
-        if limiter.enabled and request.path.startswith("/v1/"):
-            wait = limiter.take(client_key() or request.remote_addr or "-")
-            if wait:
-                return error(429, f"rate limit: at most {cfg.serve.rate_limit_per_s:g} requests/s "
-                                  f"per key and worker", {"Retry-After": str(max(1, round(wait)))})
+        check_host(allowed_hosts)
+        if request.path.startswith("/v1/"):
+            caller = authenticate(proxy)
+            if limiter.enabled:
+                wait = limiter.take(caller)
+                if wait:
+                    return error(429, f"rate limit: at most {cfg.serve.rate_limit_per_s:g} "
+                                      f"requests/s per key (or client address without one)",
+                                 {"Retry-After": str(max(1, math.ceil(wait)))})
         return None
 
     @app.after_request
@@ -142,13 +270,13 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
     def _dependency(exc: DependencyError) -> Response:
         LOG.warning("dependency unavailable: %s", exc)
         metrics.BACKEND_ERRORS.labels(exc.dependency).inc()
-        return error(503, str(exc), {"Retry-After": "5"}, dependency=exc.dependency)
+        return error(503, public(str(exc)), {"Retry-After": "5"}, dependency=exc.dependency)
 
     @app.errorhandler(ProducerError)
     def _producer(exc: ProducerError) -> Response:
         LOG.warning("kafka did not acknowledge: %s", exc)
         metrics.BACKEND_ERRORS.labels("kafka").inc()
-        return error(503, str(exc), {"Retry-After": "5"}, dependency="kafka")
+        return error(503, public(str(exc)), {"Retry-After": "5"}, dependency="kafka")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -1,6 +1,7 @@
 """``POST /v1/events``: one event or an array, validated with the contract's validator against
 the server clock, the valid ones sent through the producer; answered 202 only once Kafka has
-acknowledged every accepted event (a flush of this request's sends). A Kafka failure is 503 with
+acknowledged every accepted event (a flush of this request's sends). The body must be declared
+``Content-Type: application/json`` (415 otherwise: see :func:`check_content_type`). A Kafka failure is 503 with
 ``Retry-After``: the client retries the whole request, and the copies that did reach Kafka are
 removed downstream by ``event_id``.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.http import parse_options_header
 
 from schemas.event import MAX_BODY_DEPTH, EventValidator, loads_batch, reason, to_json
 from serving_layer import metrics
@@ -34,9 +36,26 @@ def _validator() -> EventValidator:
     return ext["validator"]
 
 
+RULE_CONTENT_TYPE = "must be application/json (a charset parameter, if any, utf-8)"
+
+
+def check_content_type() -> None:
+    """415 unless the body is declared JSON. A web page can make the operator's browser send a
+    ``text/plain`` (or form) body anywhere without asking; ``application/json`` needs a CORS
+    preflight, which this API never answers: no page can post events."""
+    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+    charset = options.get("charset", "utf-8").lower()
+    if (mimetype != "application/json" or set(options) - {"charset"}
+            or charset not in ("utf-8", "utf8")):
+        given = request.headers.get("Content-Type")
+        raise ApiError(415, f"Content-Type: {RULE_CONTENT_TYPE}, got "
+                            f"{given[:100] if given is not None else 'none'!r}")
+
+
 @bp.post("/v1/events")
 def post_events() -> tuple[Response, int]:
     require_key(always=True)
+    check_content_type()
     cfg = tally_cfg()
     raw = request.get_data(cache=False)  # 413 past serve.max_body_bytes (MAX_CONTENT_LENGTH)
     try:

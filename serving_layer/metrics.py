@@ -1,4 +1,4 @@
-"""Prometheus metrics (``GET /metrics``) and the per-key rate limiter.
+"""Prometheus metrics (``GET /metrics``) and the rate limiter shared by the workers and instances.
 
 Under ``tally serve`` (several gunicorn workers) the metrics use prometheus-client's
 multiprocess mode: ``PROMETHEUS_MULTIPROC_DIR`` is set (and emptied) by ``server.py`` before any
@@ -73,7 +73,7 @@ class FreshnessCollector:
 
 
 def observe(method: str, endpoint: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, endpoint, str(status)).inc()
+    REQUESTS.labels(method_label(method), endpoint, str(status)).inc()
     LATENCY.labels(endpoint).observe(seconds)
 
 
@@ -93,34 +93,133 @@ def render(freshness: FreshnessCollector | None = None) -> tuple[bytes, str]:
     return data, CONTENT_TYPE_LATEST
 
 
-class RateLimiter:
-    """A token bucket per client key, in one worker process: with W workers a key may get up to
-    W times the rate in total (gunicorn spreads connections over workers)."""
+# Method label values come from this closed set; any other method name (``curl -X FOOBAR``)
+# is counted as "other", so a client cannot add series to /metrics.
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
 
-    def __init__(self, rate_per_s: float, burst: int, clock=time.monotonic) -> None:
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else "other"
+
+
+RATE_LIMIT_ERRORS = Counter("tally_rate_limit_errors_total", "rate-limit store operations that "
+                            "failed (the request was let through)")
+
+
+class RateLimiter:
+    """Token buckets (GCRA, pyrate-limiter's algorithm: one theoretical arrival time per bucket)
+    in one SQLite table, ``<state dir>/run/ratelimit.sqlite``, shared by every worker of every
+    `tally serve` of the state dir — the workers of one instance and the instances behind the
+    front door alike. ``take(key)`` is one ``BEGIN IMMEDIATE`` transaction (SQLite's write lock
+    makes the read-decide-write atomic across processes): 0 when the request may go on, else
+    the seconds until it may.
+
+    Keys are the callers' (an authenticated key's digest, or a client address): the app makes a
+    bucket only for a valid key or an address, never for what a client merely claims. A bucket
+    whose arrival time has passed is exactly a fresh bucket, so removing it (``_collect``, every
+    few seconds) forgets nothing; no live bucket is ever removed or reset. When more than
+    ``max_buckets`` are live (a flood from that many addresses), NEW address keys share the
+    overflow bucket ``overflow_key`` until collection brings the count down: the buckets that
+    exist keep their state. A store that cannot be used (disk full, locked beyond the timeout)
+    lets the request through and counts ``tally_rate_limit_errors_total``: the limit protects
+    capacity, it is no access control."""
+
+    COLLECT_EVERY_S = 5.0
+
+    def __init__(self, path, rate_per_s: float, burst: int, clock=time.time,
+                 max_buckets: int = 100_000, overflow_key: str = "a:overflow") -> None:
+        self.path = str(path)
         self.rate = rate_per_s
-        self.burst = float(burst)
+        self.burst = int(burst)
         self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.max_buckets = max_buckets
+        self.overflow_key = overflow_key
         self._lock = threading.Lock()
+        self._conn = None
+        self._pid = 0
+        self._next_collect = 0.0
+        self._live = 0
+        if self.enabled:
+            from pyrate_limiter import GCRA, Rate
+
+            # Rate(limit, interval_ms) with limit 1000: an emission interval of
+            # 1e6 / rate microseconds (GCRA keeps integer microseconds).
+            interval_ms = max(1, round(1_000_000 / rate_per_s))
+            self._algo = GCRA()
+            self._rates = [Rate(1000, interval_ms, burst=self.burst)]
+            # A full bucket's span: burst emission intervals (interval_ms * 1000 / 1000 us each).
+            self._span_us = self.burst * interval_ms
 
     @property
     def enabled(self) -> bool:
         return self.rate > 0
 
+    def _connection(self):
+        import sqlite3
+
+        if self._conn is None or self._pid != os.getpid():  # never a connection across a fork
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=2.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=OFF")  # the buckets need not survive a crash
+            conn.execute("CREATE TABLE IF NOT EXISTS bucket (key TEXT PRIMARY KEY, "
+                         "tat INTEGER NOT NULL) WITHOUT ROWID")
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
     def take(self, key: str) -> float:
-        """0 when the request may go on, else the seconds until a token is available."""
-        now = self.clock()
+        try:
+            with self._lock:
+                return self._take(key)
+        except Exception as exc:  # noqa: BLE001 - see the class docstring
+            import logging
+
+            logging.getLogger("tally.serve").warning("rate limit store %s: %s", self.path, exc)
+            RATE_LIMIT_ERRORS.inc()
+            self._conn = None
+            return 0.0
+
+    def _take(self, key: str) -> float:
+        conn = self._connection()
+        now_ms = int(self.clock() * 1000)
+        if now_ms >= self._next_collect:
+            self._collect(conn, now_ms)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT tat FROM bucket WHERE key = ?", (key,)).fetchone()
+            if row is None and self._live >= self.max_buckets and key.startswith("a:"):
+                key = self.overflow_key
+                row = conn.execute("SELECT tat FROM bucket WHERE key = ?", (key,)).fetchone()
+            # A clock stepped back must not hold a bucket empty for longer than a full refill.
+            state = (min(row[0], now_ms * 1000 + self._span_us),) if row else \
+                self._algo.initial(self._rates)
+            new_state, decision = self._algo.step(self._rates, state, now_ms, 1)
+            if decision.allowed:
+                conn.execute("INSERT INTO bucket (key, tat) VALUES (?, ?) ON CONFLICT (key) "
+                             "DO UPDATE SET tat = excluded.tat", (key, int(new_state[0])))
+                if row is None:
+                    self._live += 1
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if decision.allowed:
+            return 0.0
+        return max(0.001, (decision.retry_after_ms or 1) / 1000)
+
+    def _collect(self, conn, now_ms: int) -> None:
+        """Remove the buckets that are full again (indistinguishable from none); count the rest."""
+        conn.execute("DELETE FROM bucket WHERE tat <= ?", (now_ms * 1000,))
+        self._live = conn.execute("SELECT count(*) FROM bucket").fetchone()[0]
+        self._next_collect = now_ms + self.COLLECT_EVERY_S * 1000
+
+    def buckets(self) -> int:
+        """Live buckets (tests, diagnostics)."""
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1:
-                self._buckets[key] = (tokens - 1, now)
-                if len(self._buckets) > 100_000:
-                    self._buckets.clear()
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1 - tokens) / self.rate
+            conn = self._connection()
+            return conn.execute("SELECT count(*) FROM bucket WHERE tat > ?",
+                                (int(self.clock() * 1000) * 1000,)).fetchone()[0]
 
 
 class RateMeter:

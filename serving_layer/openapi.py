@@ -112,7 +112,9 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                  "description": "Exact and fresh event counts: batch views before the batch "
                                 "horizon, speed views from it on. Errors are JSON "
                                 "{\"error\": \"<parameter>: <rule>\"}; the one 5xx is 503 with "
-                                "Retry-After naming the dependency."},
+                                "Retry-After naming the dependency. Every endpoint but /healthz and "
+                                "/readyz answers 400 to a Host header that does not name this "
+                                "server (serve.allowed_hosts)."},
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": {
@@ -140,6 +142,7 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                                  "lists the others with the reason"),
                     "400": _err("not JSON, or no valid event (then `rejected` lists why)"),
                     "401": _err("no valid X-API-Key"),
+                    "415": _err("the body is not declared Content-Type: application/json"),
                     "413": _err(f"body over {s.max_body_bytes} bytes or over {s.max_events} events"),
                     "429": limited,
                     "503": unavailable}}},

@@ -116,3 +116,71 @@ def test_instance_killed_under_load(serving_world, unique):
         [(o.kind, o.status, round(o.started - killed_at, 3), o.detail) for o in failed]
     assert all(o.status is None or o.status == 502 for o in failed), \
         [(o.kind, o.status, o.detail) for o in failed]
+
+
+FLOOD_KEY = "flood-key-0123456789"
+
+
+def test_rate_limit_and_slow_clients_behind_the_front_door(serving_world, unique, tmp_path):
+    """Two instances of two workers behind nginx share one rate limit: invented keys get no
+    bucket (401), one client's address gets its burst once however its requests are spread (and
+    whatever X-Forwarded-For it sends), a valid key gets its own; half-open connections wait in
+    nginx, never in an instance; plain `tally serve` refuses a non-loopback bind."""
+    import socket
+    import subprocess
+    import sys
+
+    import requests
+
+    cfg = serving_world.inst.cfg.replace(serve={
+        "workers": 2, "rate_limit_per_s": 0.01, "rate_limit_burst": 10,
+        "api_keys": (FLOOD_KEY,)})
+    top = {"event_type": "view", "k": "3", "from": "2025-01-01T00:00:00Z",
+           "to": "2025-01-02T00:00:00Z"}
+    with running_front(cfg) as front:
+        url = front.parts["nginx"].endpoint
+        s = requests.Session()
+        # A random key per request: refused, and it makes no bucket for itself.
+        codes = collections.Counter(
+            s.get(f"{url}/v1/top", params=top, headers={"X-API-Key": f"rnd-{unique}-{i:05d}"},
+                  timeout=10).status_code for i in range(40))
+        assert codes == {401: 40}, codes
+        # Anonymous: one address, whatever it claims to be forwarded for. Fresh connections
+        # (nginx spreads them over both instances and their workers).
+        answers = [requests.get(f"{url}/v1/top", params=top, timeout=10,
+                                headers={"X-Forwarded-For": f"10.9.{i // 250}.{i % 250}"})
+                   for i in range(30)]
+        codes = collections.Counter(r.status_code for r in answers)
+        assert codes == {200: 10, 429: 20}, codes
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in answers if r.status_code == 429)
+        # A valid key: its own bucket, limited the same way across instances.
+        codes = collections.Counter(
+            requests.get(f"{url}/v1/top", params=top, headers={"X-API-Key": FLOOD_KEY},
+                         timeout=10).status_code for _ in range(15))
+        assert codes == {200: 10, 429: 5}, codes
+
+        # Slowloris: more half-open requests than the instances have workers (4).
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        idle = []
+        try:
+            for _ in range(16):
+                sock = socket.create_connection((host, int(port)), timeout=5)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                idle.append(sock)
+            for _ in range(3):
+                t0 = time.monotonic()
+                r = requests.get(f"{url}/healthz", timeout=5)
+                assert r.status_code == 200 and time.monotonic() - t0 < 2
+                r = requests.get(f"{url}/v1/top", params=top, headers={"X-API-Key": FLOOD_KEY},
+                                 timeout=5)
+                assert r.status_code == 429  # reached an instance, answered at once
+        finally:
+            for sock in idle:
+                sock.close()
+
+    # Plain `tally serve` (sync workers) is not put where slow clients reach it.
+    env = {**os.environ, "TALLY_STATE_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "tally.cli", "serve", "--host", "0.0.0.0",
+                        "--port", "1"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "slow clients" in r.stderr, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
