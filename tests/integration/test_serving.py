@@ -282,18 +282,18 @@ def test_bad_requests_keys_and_sizes(world):
     assert client.get("/v1/videos/v/counts?from=2025-01-01T00:00:00Z&to=2026-02-05T00:00:00Z"
                       "&granularity=hour", headers=ok).status_code == 200
     # Ingest limits.
-    assert client.post("/v1/events", data=b"{not json", headers=ok).status_code == 400
-    assert client.post("/v1/events", data=b"\xff\xfe", headers=ok).status_code == 400
+    assert client.post("/v1/events", data=b"{not json", headers=ok, content_type="application/json").status_code == 400
+    assert client.post("/v1/events", data=b"\xff\xfe", headers=ok, content_type="application/json").status_code == 400
     assert client.post("/v1/events", json=[], headers=ok).status_code == 400
     r = client.post("/v1/events", json=[{"event_id": "a"}], headers=ok)
     assert r.status_code == 400 and r.json["rejected"][0]["error"] == "video_id: required"
     r = client.post("/v1/events", json=[ev] * 1001, headers=ok)
     assert r.status_code == 413 and "1000" in r.json["error"]
-    r = client.post("/v1/events", data=b"[" + b" " * (1024 * 1024) + b"]", headers=ok)
+    r = client.post("/v1/events", data=b"[" + b" " * (1024 * 1024) + b"]", headers=ok, content_type="application/json")
     assert r.status_code == 413 and r.json["error"].startswith("body:")
     assert client.get("/nope").status_code == 404 and client.get("/nope").json["error"]
     assert client.delete("/v1/events", headers=ok).status_code == 405
-    # Per-key rate limit (per worker): the burst, then 429 with Retry-After; other keys unaffected.
+    # Per-key rate limit: the burst, then 429 with Retry-After; other keys unaffected.
     limited = make_client(world.inst.cfg, api_keys=[key, "z" * 24], rate_limit_per_s=0.01,
                           rate_limit_burst=2)
     url = "/v1/top?from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z"
