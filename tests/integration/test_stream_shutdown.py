@@ -110,6 +110,14 @@ def wait_counted(stream: Supervised, expected: dict, timeout_s: float = 150) -> 
                          f"{stream.stderr()[-5000:]}")
 
 
+def wait_for(probe, timeout_s: float, stream: Supervised):
+    deadline = time.monotonic() + timeout_s
+    while not (value := probe()):
+        assert time.monotonic() < deadline, f"not within {timeout_s}s:\n{stream.stderr()[-5000:]}"
+        time.sleep(0.2)
+    return value
+
+
 def assert_clean_stop(stream: Supervised) -> None:
     code = stream.wait_exit()
     err = stream.stderr()
@@ -141,7 +149,9 @@ def test_group_sigterm_then_restart_exact(stack, tmp_path, unique):
     second = send(inst, "b", 40)
     stream = Supervised(inst, "run2")
     wait_counted(stream, merged(first, second))
-    assert min(batches_of(inst, "speed") - committed) == max(committed) + 1
+    # The batch that wrote them commits just after its writes: wait for its commit file.
+    new = wait_for(lambda: batches_of(inst, "speed") - committed, 60, stream)
+    assert min(new) == max(committed) + 1
     os.killpg(stream.proc.pid, signal.SIGINT)
     assert_clean_stop(stream)
 
