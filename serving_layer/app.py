@@ -29,6 +29,7 @@ from werkzeug.routing import BaseConverter
 
 from schemas.config import TallyConfig, load_config
 from serving_layer.buckets import Buckets
+from serving_layer.server import proxy_token_path, rate_limit_path
 from serving_layer.service import Resources
 from tally import log
 from tally.errors import ApiError, DependencyError, ProducerError, public
@@ -158,37 +159,28 @@ def client_address(proxy: ProxyToken) -> str:
     return str(ip)
 
 
-def authenticate(proxy: ProxyToken) -> str:
-    """The caller, as a rate-limit key: ``k:<digest>`` for a valid API key, ``a:<address>``
-    without one. With keys configured a key that is not valid is a 401 on every endpoint (no
-    bucket is made for it), and a missing one where the endpoint needs one; without keys
-    configured the header is ignored."""
-    cfg = tally_cfg().serve
+def key_buckets(api_keys) -> dict[bytes, str]:
+    """Each configured key and its rate-limit key (a digest: the key itself is never stored)."""
+    return {k.encode(): "k:" + hashlib.sha256(k.encode()).hexdigest()[:24] for k in api_keys}
+
+
+def authenticate(keys: dict[bytes, str], proxy: ProxyToken) -> str:
+    """The one key check, before every ``/v1/`` view; returns the caller as a rate-limit key:
+    the valid key's (``key_buckets``), or ``a:<address>`` without one. With keys configured a
+    key that is not valid is a 401 on every endpoint (no bucket is made for it), and a missing
+    one where the endpoint needs one (writes always, reads with ``serve.read_requires_key``);
+    without keys configured the header is ignored."""
     given = client_key()
-    if cfg.api_keys:
+    if keys:
         if given is not None:
-            if not any(hmac.compare_digest(given.encode(), k.encode()) for k in cfg.api_keys):
-                raise ApiError(401, "X-API-Key: not a valid key", {"WWW-Authenticate": "X-API-Key"})
-            g.keyed = True
-            return "k:" + hashlib.sha256(given.encode()).hexdigest()[:24]
-        if request.endpoint in WRITE_ENDPOINTS or cfg.read_requires_key:
+            given_b = given.encode()
+            for key, bucket in keys.items():
+                if hmac.compare_digest(given_b, key):
+                    return bucket
+            raise ApiError(401, "X-API-Key: not a valid key", {"WWW-Authenticate": "X-API-Key"})
+        if request.endpoint in WRITE_ENDPOINTS or tally_cfg().serve.read_requires_key:
             raise ApiError(401, "X-API-Key: required", {"WWW-Authenticate": "X-API-Key"})
     return "a:" + client_address(proxy)
-
-
-def require_key(always: bool) -> None:
-    """401 unless the request carries a configured key (when keys are configured and the
-    endpoint needs one: writes always, reads when ``serve.read_requires_key``). The app's
-    ``before_request`` has already authenticated every ``/v1/`` request; this holds the rule
-    for a view all the same."""
-    cfg = tally_cfg().serve
-    if not cfg.api_keys or not (always or cfg.read_requires_key) or g.get("keyed"):
-        return
-    given = client_key()
-    if given is None:
-        raise ApiError(401, "X-API-Key: required", {"WWW-Authenticate": "X-API-Key"})
-    if not any(hmac.compare_digest(given.encode(), k.encode()) for k in cfg.api_keys):
-        raise ApiError(401, "X-API-Key: not a valid key", {"WWW-Authenticate": "X-API-Key"})
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -231,12 +223,11 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
     app.register_blueprint(ingest_bp)
     app.register_blueprint(queries_bp)
     app.register_blueprint(ops_bp)
-    from serving_layer.server import proxy_token_path, rate_limit_path
-
     limiter = metrics.RateLimiter(rate_limit_path(cfg), cfg.serve.rate_limit_per_s,
                                   cfg.serve.rate_limit_burst)
     allowed_hosts = allowed_host_names(cfg)
     proxy = ProxyToken(proxy_token_path(cfg))
+    keys = key_buckets(cfg.serve.api_keys)
 
     @app.before_request
     def _start() -> Response | None:
@@ -244,7 +235,7 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
         g.t0 = time.monotonic()
         check_host(allowed_hosts)
         if request.path.startswith("/v1/"):
-            caller = authenticate(proxy)
+            caller = authenticate(keys, proxy)
             if limiter.enabled:
                 wait = limiter.take(caller)
                 if wait:

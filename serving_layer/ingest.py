@@ -17,11 +17,10 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.http import parse_options_header
 
 from schemas.event import MAX_BODY_DEPTH, EventValidator, loads_batch, reason, to_json
 from serving_layer import metrics
-from serving_layer.app import require_key, resources, tally_cfg
+from serving_layer.app import resources, tally_cfg
 from tally.errors import ApiError, ProducerError
 
 bp = Blueprint("ingest", __name__)
@@ -43,10 +42,9 @@ def check_content_type() -> None:
     """415 unless the body is declared JSON. A web page can make the operator's browser send a
     ``text/plain`` (or form) body anywhere without asking; ``application/json`` needs a CORS
     preflight, which this API never answers: no page can post events."""
-    mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
-    charset = options.get("charset", "utf-8").lower()
-    if (mimetype != "application/json" or set(options) - {"charset"}
-            or charset not in ("utf-8", "utf8")):
+    options = request.mimetype_params
+    if (request.mimetype != "application/json" or set(options) - {"charset"}
+            or options.get("charset", "utf-8").lower() not in ("utf-8", "utf8")):
         given = request.headers.get("Content-Type")
         raise ApiError(415, f"Content-Type: {RULE_CONTENT_TYPE}, got "
                             f"{given[:100] if given is not None else 'none'!r}")
@@ -54,7 +52,6 @@ def check_content_type() -> None:
 
 @bp.post("/v1/events")
 def post_events() -> tuple[Response, int]:
-    require_key(always=True)
     check_content_type()
     cfg = tally_cfg()
     raw = request.get_data(cache=False)  # 413 past serve.max_body_bytes (MAX_CONTENT_LENGTH)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from serving_layer import service
-from serving_layer.app import require_key, resources, tally_cfg
+from serving_layer.app import resources, tally_cfg
 from serving_layer.params import parse_counts, parse_top
 
 bp = Blueprint("queries", __name__)
@@ -19,13 +19,11 @@ def _answer(status: int, body: dict, headers: dict) -> tuple[Response, int, dict
 # naming video_id (werkzeug's own converters stop at a newline: a 404 that names nothing).
 @bp.get("/v1/videos/<any_text:video_id>/counts", merge_slashes=False)
 def get_counts(video_id: str):
-    require_key(always=False)
     q = parse_counts(video_id, request.args, tally_cfg())
     return _answer(*service.counts(resources(), q))
 
 
 @bp.get("/v1/top")
 def get_top():
-    require_key(always=False)
     q = parse_top(request.args, tally_cfg())
     return _answer(*service.top(resources(), q))
