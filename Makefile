@@ -22,7 +22,7 @@ system-deps:
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
-	$(PIP) install -q -e ".[test,bench]"
+	$(PIP) install -q -e ".[devstack,test,bench]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -17,7 +17,7 @@ from typing import Any
 from batch_layer.catalog import Catalog
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
-from tally.errors import TallyError
+from schemas.errors import TallyError
 
 DAY_MS = 86_400_000
 

@@ -25,10 +25,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from adapters import log
+from adapters.lake import LakeStore, lake_store
 from schemas.config import TallyConfig
-from tally import log
-from tally.errors import TallyError
-from tally.lake import LakeStore, lake_store
+from schemas.errors import TallyError
 
 LOG = log.get("batch")
 VIEWS_KEY = "views"

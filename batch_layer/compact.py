@@ -17,14 +17,14 @@ import json
 import math
 import uuid
 
+from adapters import log
+from adapters.lake import lake_store, spark_uri
 from batch_layer import source
-from speed_layer import archive_index
-from speed_layer.archive_index import ArchiveIndex
 from schemas.archive import ARCHIVE_COLUMNS, ARCHIVE_PARTITION_COLUMNS, COMPACTED_KEY
 from schemas.config import TallyConfig
-from tally import log
-from tally.errors import TallyError
-from tally.lake import lake_store, spark_uri
+from schemas.errors import TallyError
+from speed_layer import archive_index
+from speed_layer.archive_index import ArchiveIndex
 
 TARGET_FILE_BYTES = 128 * 1024 * 1024
 

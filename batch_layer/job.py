@@ -34,14 +34,15 @@ from batch_layer import source, transform
 from batch_layer.catalog import (
     GRANULARITIES, Catalog, PublishError, PublishResult, new_version, now_rfc3339, run_key,
 )
+from adapters import log
+from adapters.lake import spark_uri
 from batch_layer.published import BatchState, closed_by_time, day_number, input_window
+from schemas import __version__
 from schemas.archive import VIEW_COLUMNS, spark_schema
 from schemas.config import TallyConfig
+from schemas.errors import TallyError
 from speed_layer import archive_index
 from speed_layer.archive_index import ArchiveIndex, IndexState
-from tally import __version__, log
-from tally.errors import TallyError
-from tally.lake import spark_uri
 
 LOG = log.get("batch")
 

@@ -10,10 +10,10 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
+from adapters.lake import LakeStore, lake_store, spark_uri
 from schemas.archive import ARCHIVE_COLUMNS, ARCHIVE_PARTITION_COLUMNS, spark_schema
 from schemas.config import TallyConfig
 from speed_layer.archive_index import ArchiveIndex, IndexState
-from tally.lake import LakeStore, lake_store, spark_uri
 
 
 @dataclass(frozen=True)

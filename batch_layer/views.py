@@ -18,7 +18,7 @@ VIEW_SCHEMA = arrow_schema(VIEW_COLUMNS)
 
 def arrow_filesystem(cfg: TallyConfig, uri: str):
     """(pyarrow filesystem, path prefix) for a lake URI."""
-    from tally.lake import arrow_filesystem as fs_of
+    from adapters.lake import arrow_filesystem as fs_of
 
     return fs_of(cfg, uri)
 

@@ -39,7 +39,7 @@ DAY = "2026-11-20"
 
 def build_archive(cfg, spark, events: int, videos: int, work: Path) -> None:
     from speed_layer.archive import import_files
-    from tally.generator import GeneratorOptions, build_traffic, write_archive_rows
+    from tally.devstack.generator import GeneratorOptions, build_traffic, write_archive_rows
 
     marker = archive_marker(work, events, videos)
     if marker.exists():
@@ -117,9 +117,9 @@ def main() -> int:
     ap.add_argument("--prepare-only", action="store_true", help="build the archive and stop")
     args = ap.parse_args()
 
+    from adapters import log
+    from adapters.spark import build_session
     from batch_layer.source import day_input
-    from tally import log
-    from tally.spark import build_session
 
     log.setup("WARNING", quiet=False)
     work = Path(args.work)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from adapters.producer import TallyProducer, producer_settings  # noqa: E402
 from schemas.config import load_config  # noqa: E402
 from schemas.event import to_json  # noqa: E402
-from tally.generator import GeneratorOptions, Traffic  # noqa: E402
-from tally.producer import TallyProducer, producer_settings  # noqa: E402
-from tally.provision import create_topics  # noqa: E402
+from tally.devstack.generator import GeneratorOptions, Traffic  # noqa: E402
+from tally.devstack.provision import create_topics  # noqa: E402
 
 
 def make_events(n: int) -> list[dict]:

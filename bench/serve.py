@@ -71,8 +71,8 @@ def prepare(cfg, videos: int, per_day: int, batch_days: int, work: Path) -> dict
     import pyarrow.compute as pc
 
     from speed_layer.store import HBaseSpeedStore, MinuteCount
-    from tally.generator import GeneratorOptions, build_traffic
-    from tally.provision import create_tables
+    from tally.devstack.generator import GeneratorOptions, build_traffic
+    from tally.devstack.provision import create_tables
     from tests.integration.servekit import day_ms, publish_minutes
 
     first = dt.date.fromisoformat(cfg.batch.horizon_start)

@@ -27,8 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.config import load_config  # noqa: E402
-from tally.generator import GeneratorOptions, run_generate  # noqa: E402
-from tally.provision import create_tables, create_topics, end_offsets  # noqa: E402
+from tally.devstack.generator import GeneratorOptions, run_generate  # noqa: E402
+from tally.devstack.provision import create_tables, create_topics, end_offsets  # noqa: E402
 
 
 def consumed(query) -> int:
@@ -92,9 +92,9 @@ def speed_run(spark, cfg, total: int, trigger_s: float, cap: int = 0) -> dict:
 
 def freshness(spark, cfg, seconds: float, trigger_s: float) -> list[float]:
     """Send one event every 100 ms with a new video id; time until HBase shows its count."""
+    from adapters.producer import TallyProducer
     from speed_layer.app import StreamingApp
     from speed_layer.store import HBaseSpeedStore
-    from tally.producer import TallyProducer
 
     run_cfg = cfg.replace(state_dir=tempfile.mkdtemp(prefix="bench-fresh-"))
     app = StreamingApp(spark, run_cfg, trigger=f"{int(trigger_s * 1000)} milliseconds",
@@ -153,8 +153,8 @@ def produce(cfg, events: int, span_s: float) -> None:
     times are the generator's diurnal day compressed into the last ``span_s`` seconds, as a live
     stream at events/span_s events/s has them: its minutes hold many events per video. With 0,
     two past days (almost every event its own minute bucket: the worst case for the writes)."""
-    from tally.generator import DAY_MS, build_traffic
-    from tally.producer import TallyProducer
+    from adapters.producer import TallyProducer
+    from tally.devstack.generator import DAY_MS, build_traffic
 
     if not span_s:
         run_generate(cfg, GeneratorOptions(events=events, videos=10_000, start="2026-11-20", days=2,
@@ -187,8 +187,8 @@ def main() -> int:
                          "at the goal rate; 0: two past days, every event nearly its own bucket)")
     args = ap.parse_args()
 
-    from tally import log
-    from tally.spark import build_session
+    from adapters import log
+    from adapters.spark import build_session
 
     log.setup("WARNING", quiet=True)
     u = uuid.uuid4().hex[:8]

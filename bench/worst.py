@@ -42,7 +42,7 @@ def prepare(cfg, days: int, videos: int, rows_per_day: int, work: Path, full: bo
     import pyarrow as pa
 
     from speed_layer.store import HBaseSpeedStore, MinuteCount
-    from tally.provision import create_lake, create_tables
+    from tally.devstack.provision import create_lake, create_tables
     from tests.integration.servekit import day_ms, publish_minutes
 
     today = dt.datetime.now(dt.timezone.utc).date()

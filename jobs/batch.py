@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 
 def parse_day(text: str, option: str) -> dt.date:
-    from tally.errors import ConfigError
+    from schemas.errors import ConfigError
 
     try:
         return dt.date.fromisoformat(text)
@@ -40,7 +40,7 @@ class BatchRequest:
 def request_from(date: str | None = None, first: str | None = None, last: str | None = None,
                  force: bool = False, allow_shrink: bool = False, as_json: bool = False) -> BatchRequest:
     from batch_layer.job import days_between
-    from tally.errors import ConfigError
+    from schemas.errors import ConfigError
 
     if first or last:
         if not (first and last) or date:
@@ -64,8 +64,8 @@ def run_batch(cfg, master: str | None, req: BatchRequest) -> int:
     and spark-submit (its own master). Exits 0 when every day asked for was published or left as
     it was for a reason that needs nobody (unchanged, a newer version, the nightly run finding the
     archive behind), 1 when a day was refused (its input shrank, or it is not closed)."""
+    from adapters.spark import build_session, failure, is_spark_failure
     from batch_layer.job import RunReport, not_closed_by_time, run_dates, run_nightly
-    from tally.spark import build_session, failure, is_spark_failure
 
     early = not_closed_by_time(cfg, list(req.days)) if req.mode != "nightly" and not req.force else []
     if early and len(early) == len(req.days):  # nothing to compute: no Spark session needed
@@ -101,9 +101,9 @@ def _print(report, req: BatchRequest) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adapters import log
     from schemas.config import load_config
-    from tally import log
-    from tally.errors import TallyError
+    from schemas.errors import TallyError
 
     ap = argparse.ArgumentParser(prog="batch")
     ap.add_argument("--config")

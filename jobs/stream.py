@@ -15,8 +15,8 @@ def run_stream(cfg, master: str | None, trigger: str | None = None,
                archive_trigger: str | None = None, until_idle_s: float | None = None) -> int:
     """Build the session, run the streaming app until stopped, stop the session. Shared by
     ``tally stream`` (master from the config) and spark-submit (master from spark-submit)."""
+    from adapters.spark import build_session, stop_session
     from speed_layer.app import StreamingApp
-    from tally.spark import build_session, stop_session
 
     spark = build_session(cfg, "tally-stream", master=master)
     app = StreamingApp(spark, cfg, trigger=_duration(trigger),
@@ -30,9 +30,9 @@ def run_stream(cfg, master: str | None, trigger: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
+    from adapters import log
     from schemas.config import load_config
-    from tally import log
-    from tally.errors import TallyError
+    from schemas.errors import TallyError
 
     ap = argparse.ArgumentParser(prog="stream")
     ap.add_argument("--config")

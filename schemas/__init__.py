@@ -2,3 +2,5 @@
 
 Everything that more than one layer must agree on is defined here, once.
 """
+
+__version__ = "0.1.0"

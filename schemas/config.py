@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 from schemas.durations import parse_duration_ms
-from tally.errors import ConfigError
+from schemas.errors import ConfigError
 
 DEFAULT_EVENT_TYPES = ("view", "like", "dislike", "share", "comment")
 ENV_PREFIX = "TALLY_"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tally.errors import ConfigError
+from schemas.errors import ConfigError
 
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*")
 _UNITS = {"ms": 1, "millisecond": 1, "milliseconds": 1, "s": 1000, "sec": 1000, "second": 1000,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
-from tally.errors import ValidationError
+from schemas.errors import ValidationError
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1

@@ -27,12 +27,12 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from adapters import log
 from schemas.config import TallyConfig, load_config
+from schemas.errors import ApiError, DependencyError, ProducerError, public
 from serving_layer.buckets import Buckets
-from serving_layer.server import proxy_token_path, rate_limit_path
+from serving_layer.context import client_key, error, proxy_token_path, rate_limit_path, resources, tally_cfg
 from serving_layer.service import Resources
-from tally import log
-from tally.errors import ApiError, DependencyError, ProducerError, public
 
 LOG = log.get("serve")
 _RULE_VAR = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
@@ -43,26 +43,6 @@ class AnyText(BaseConverter):
 
     regex = r"(?s:.*?)"
     part_isolating = False
-
-
-def tally_cfg() -> TallyConfig:
-    return current_app.extensions["tally"]["cfg"]
-
-
-def resources() -> Resources:
-    return current_app.extensions["tally"]["resources"]
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> Response:
-    resp = jsonify({"error": message, **extra})
-    resp.status_code = status
-    for k, v in (headers or {}).items():
-        resp.headers[k] = v
-    return resp
-
-
-def client_key() -> str | None:
-    return request.headers.get("X-API-Key")
 
 
 # Endpoints that always need a key when keys are configured (the others only with

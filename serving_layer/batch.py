@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from adapters import log
 from batch_layer.catalog import LOG_KEY, Catalog
 from batch_layer.published import BatchState
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
+from schemas.errors import DependencyError, TallyError, describe
 from serving_layer.sizes import ENTRY, OBJECT, array_bytes, key_bytes
 from speed_layer.archive_index import ArchiveIndex
-from tally import log
-from tally.errors import DependencyError, TallyError, describe
 
 LOG = log.get("serve.batch")
 
@@ -194,7 +194,7 @@ EMPTY_VIEW = _empty_view()
 
 def _s3_fs_with_timeouts(cfg: TallyConfig):
     """The lake's S3 filesystem for the request path: bounded connect and request times (the
-    batch layer's own filesystem, ``tally.lake.arrow_s3_filesystem``, has none)."""
+    batch layer's own filesystem, ``adapters.lake.arrow_s3_filesystem``, has none)."""
     from pyarrow import fs
 
     return fs.S3FileSystem(region=cfg.lake.s3_region, connect_timeout=3, request_timeout=10,
@@ -204,7 +204,7 @@ def _s3_fs_with_timeouts(cfg: TallyConfig):
 def _s3_kwargs(cfg: TallyConfig) -> dict[str, Any]:
     from urllib.parse import urlparse
 
-    from tally.lake import s3_credentials
+    from adapters.lake import s3_credentials
 
     kwargs: dict[str, Any] = {}
     if cfg.lake.s3_endpoint:

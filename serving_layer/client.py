@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from tally.errors import TallyError
+from schemas.errors import TallyError
 
 RETRIABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 

@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from adapters import log
 from serving_layer.sizes import OBJECT, array_bytes, str_index_bytes
 from serving_layer.topk import Sparse, VideoIndex
-from tally import log
 
 LOG = log.get("serve.share")
 KEEP_S = 86_400  # files older than this (hours long closed) are removed by a writer

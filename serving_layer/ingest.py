@@ -18,10 +18,10 @@ import time
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from schemas.errors import ApiError, ProducerError
 from schemas.event import MAX_BODY_DEPTH, EventValidator, loads_batch, reason, to_json
 from serving_layer import metrics
-from serving_layer.app import resources, tally_cfg
-from tally.errors import ApiError, ProducerError
+from serving_layer.context import resources, tally_cfg
 
 bp = Blueprint("ingest", __name__)
 

@@ -9,11 +9,11 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, jsonify
 
+from adapters import log
 from batch_layer.catalog import LOG_KEY
+from schemas.errors import TallyError, describe, public
 from serving_layer import metrics
-from serving_layer.app import resources, tally_cfg
-from tally import log
-from tally.errors import TallyError, describe, public
+from serving_layer.context import resources, tally_cfg
 
 LOG = log.get("serve")
 

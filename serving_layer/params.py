@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from schemas.config import TallyConfig
+from schemas.errors import ParamError
 from schemas.event import MIN_TS_MS, parse_rfc3339_ms
-from tally.errors import ParamError
 
 __all__ = ["ParamError", "parse_counts", "parse_top", "parse_time"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from serving_layer import service
-from serving_layer.app import resources, tally_cfg
+from serving_layer.context import resources, tally_cfg
 from serving_layer.params import parse_counts, parse_top
 
 bp = Blueprint("queries", __name__)

@@ -27,9 +27,10 @@ import os
 import shutil
 from pathlib import Path
 
+from adapters import log
 from schemas.config import TallyConfig, load_config
-from tally import log
-from tally.errors import ConfigError
+from schemas.errors import ConfigError
+from serving_layer.context import proxy_token_path, rate_limit_path
 
 LOG = log.get("serve")
 
@@ -37,15 +38,6 @@ def app_from_env():
     from serving_layer.app import create_app
 
     return create_app(load_config())
-
-
-def rate_limit_path(cfg: TallyConfig) -> Path:
-    return cfg.state_path / "run" / "ratelimit.sqlite"
-
-
-def proxy_token_path(cfg: TallyConfig) -> Path:
-    """The front door's token (written by `tally front up`; see serving_layer/app.py)."""
-    return cfg.state_path / "front" / "proxy-token"
 
 
 def is_loopback(host: str) -> bool:

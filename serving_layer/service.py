@@ -14,18 +14,18 @@ import threading
 import time
 from typing import Any, Callable
 
+from adapters import log
 from schemas.config import TallyConfig
+from schemas.errors import DependencyError, describe, public
 from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.buckets import Buckets
-from serving_layer.params import DAY_MS, GRAN_MS, CountsQuery, TopQuery
 from serving_layer.hourshare import HourSnapshot, SharedHours, snapshot_table
 from serving_layer.metrics import RateMeter
+from serving_layer.params import DAY_MS, GRAN_MS, CountsQuery, TopQuery
 from serving_layer.plan import Part, plan
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
-from tally import log
-from tally.errors import DependencyError, describe, public
 
 LOG = log.get("serve")
 
@@ -114,7 +114,7 @@ class Resources:
         if self._producer is None:
             with self._lock:
                 if self._producer is None:
-                    from tally.producer import TallyProducer
+                    from adapters.producer import TallyProducer
 
                     ms = int(self.cfg.serve.kafka_timeout_s * 1000)
                     self._producer = TallyProducer(self.cfg, max_block_ms=ms,

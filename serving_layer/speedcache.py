@@ -23,8 +23,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable
 
+from adapters import log
 from serving_layer.sizes import ENTRY, key_bytes
-from tally import log
 
 # An open hour older than ttl_s is still answered (and read again in the background) until it
 # is this many ttl_s older than that; then the request reads it itself.

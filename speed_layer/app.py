@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters import log
 from schemas.config import TallyConfig
+from schemas.errors import TallyError
 from speed_layer import transform
-from tally import log
-from tally.errors import TallyError
 
 LOG = log.get("speed")
 QUERIES = ("speed", "archive", "dlq")
@@ -181,9 +181,9 @@ def progress_record(p: dict[str, Any], previous: dict[str, Any] | None,
 def make_listener(cfg: TallyConfig, state: ProgressState):
     from pyspark.sql.streaming import StreamingQueryListener
 
+    from adapters.lake import lake_store
     from speed_layer import archive_index
     from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
-    from tally.lake import lake_store
 
     store = HBaseSpeedStore(cfg, retry_s=5)
     lake = lake_store(cfg)
@@ -362,7 +362,7 @@ class StreamingApp:
     def install_signal_handlers(self) -> None:
         """SIGINT and SIGTERM, to this process or to the driver's JVM, stop the queries
         between micro-batches (the JVM's own handler would exit it under them)."""
-        from tally.spark import route_stop_signals
+        from adapters.spark import route_stop_signals
 
         signal.signal(signal.SIGINT, self.request_stop)
         signal.signal(signal.SIGTERM, self.request_stop)

@@ -14,10 +14,10 @@ from pathlib import Path
 from schemas.archive import (
     ARCHIVE_COLUMNS, ARCHIVE_KEY, ARCHIVE_PARTITION_COLUMNS, IMPORTS_KEY, spark_schema,
 )
+from adapters import log
+from adapters.lake import spark_uri
 from schemas.config import TallyConfig
-from tally import log
-from tally.errors import TallyError
-from tally.lake import spark_uri
+from schemas.errors import TallyError
 
 def archive_uri(cfg: TallyConfig) -> str:
     return spark_uri(f"{cfg.lake_uri}/{ARCHIVE_KEY}")
@@ -49,7 +49,7 @@ def check_sink_owner(cfg: TallyConfig, checkpoint: Path) -> None:
     fresh = not commits.is_dir() or not any(p.name.isdigit() for p in commits.iterdir())
     if not fresh:
         return
-    from tally.lake import lake_store
+    from adapters.lake import lake_store
 
     store = lake_store(cfg)
     if any(k.rsplit("/", 1)[-1].split(".")[0].isdigit()
@@ -80,8 +80,8 @@ def import_files(spark, cfg: TallyConfig, staging: str) -> int:
     query = (write_stream(rows, cfg, checkpoint, name="archive-import", path=target)
              .trigger(availableNow=True).start())
     query.awaitTermination()
+    from adapters.lake import lake_store
     from speed_layer import archive_index
-    from tally.lake import lake_store
 
     archive_index.sync(cfg, lake_store(cfg), sinks=[f"{IMPORTS_KEY}/{ident}"], by="import")
     loaded = spark.read.schema(schema).parquet(source).count()

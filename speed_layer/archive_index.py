@@ -28,10 +28,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from adapters import log
+from adapters.lake import LakeStore
 from schemas.archive import ARCHIVE_KEY, COMPACTED_KEY, IMPORTS_KEY
-from tally import log
-from tally.errors import TallyError
-from tally.lake import LakeStore
+from schemas.errors import TallyError
 
 LOG = log.get("archive.index")
 INDEX_KEY = "raw/_index"
@@ -409,7 +409,7 @@ class RowCounter:
     def rows(self, uri: str) -> int:
         import pyarrow.parquet as pq
 
-        from tally.lake import arrow_filesystem
+        from adapters.lake import arrow_filesystem
 
         scheme = uri.split("://", 1)[0]
         if scheme not in self._fs:

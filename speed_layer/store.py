@@ -4,7 +4,7 @@ Writes are ABSOLUTE values (``put`` of the whole count of a minute), never incre
 micro-batch replayed after a crash writes the same cells again and changes nothing. happybase is
 used through a ``ConnectionPool`` in short ``with`` blocks, with batched puts. Failures that a
 retry may cure (Thrift down, a timeout) are retried with exponential backoff for
-``hbase.write_retry_s``; then :class:`~tally.errors.DependencyError` fails the batch.
+``hbase.write_retry_s``; then :class:`~schemas.errors.DependencyError` fails the batch.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Protocol
 
+from adapters import log
 from schemas import rowkey
 from schemas.config import TallyConfig
-from tally import log
-from tally.errors import DependencyError
+from schemas.errors import DependencyError
 
 LOG = log.get("speed.store")
 _LONG = struct.Struct(">q")

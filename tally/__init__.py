@@ -1,8 +1,7 @@
-"""Tally: exact and fresh event counts on a Lambda architecture (Kafka, Spark, HBase, S3)."""
+"""Tally: exact and fresh event counts on a Lambda architecture (Kafka, Spark, HBase, S3).
 
-from pathlib import Path
+This package is the `tally` command; the local tooling it drives lives in `tally.devstack`."""
 
-__version__ = "0.1.0"
+from schemas import __version__
 
-# The checkout (or installed source tree) that holds infra/, jobs/ and the packages.
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["__version__"]

@@ -13,9 +13,10 @@ import time
 import traceback
 from typing import Any, Callable
 
+from adapters import log
+from schemas import __version__
 from schemas.config import TallyConfig, load_config
-from tally import __version__, log
-from tally.errors import TallyError
+from schemas.errors import TallyError
 
 Handler = Callable[[argparse.Namespace, TallyConfig], int]
 COMMANDS: dict[str, Handler] = {}
@@ -32,7 +33,7 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 @command("stack")
 def cmd_stack(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally.stack import Stack
+    from tally.devstack.stack import Stack
 
     stack = Stack(cfg)
     if args.action == "up":
@@ -50,7 +51,7 @@ def _report_down(what: str, stopped: list[str]) -> int:
 
 
 def _print_status(status: dict[str, dict], as_json: bool) -> int:
-    from tally.stack import status_json
+    from tally.devstack.stack import status_json
 
     if as_json:
         print(status_json(status))
@@ -66,7 +67,7 @@ def _print_status(status: dict[str, dict], as_json: bool) -> int:
 
 @command("cluster")
 def cmd_cluster(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally import cluster
+    from tally.devstack import cluster
 
     if args.action == "pack":
         cluster.pack_env(cfg, force=args.force)
@@ -94,7 +95,7 @@ def cmd_cluster(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
 @command("generate")
 def cmd_generate(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally.generator import GeneratorOptions, run_generate
+    from tally.devstack.generator import GeneratorOptions, run_generate
 
     opts = GeneratorOptions(
         events=args.events, videos=args.videos, start=args.start, days=args.days, seed=args.seed,
@@ -122,8 +123,8 @@ def cmd_stream(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
 @command("jars")
 def cmd_jars(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally.spark import connector_jars
-    from tally.stack import ensure_jars
+    from adapters.spark import connector_jars
+    from tally.devstack.stack import ensure_jars
 
     ensure_jars(cfg)
     print(",".join(connector_jars(cfg)))
@@ -134,7 +135,7 @@ def cmd_jars(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
 @command("archive")
 def cmd_archive(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally.spark import build_session
+    from adapters.spark import build_session
 
     from jobs.batch import parse_day
 
@@ -161,8 +162,8 @@ def cmd_archive(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
 
 def _archive_index(cfg: TallyConfig, rebuild: bool, as_json: bool) -> int:
+    from adapters.lake import lake_store
     from speed_layer import archive_index
-    from tally.lake import lake_store
 
     store = lake_store(cfg)
     state = (archive_index.rebuild(cfg, store) if rebuild
@@ -231,7 +232,7 @@ def cmd_serve(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
 @command("front")
 def cmd_front(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally.front import Front
+    from tally.devstack.front import Front
 
     front = Front(cfg)
     if args.action == "up":
@@ -259,7 +260,7 @@ def cmd_query(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
 @command("demo")
 def cmd_demo(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from tally.demo import run_demo
+    from tally.devstack.demo import run_demo
 
     return run_demo(cfg, events=args.events, days=args.days, lake=args.lake, wait=not args.no_wait,
                     config_path=args.config)

@@ -14,7 +14,7 @@ from schemas.config import load_config
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from tally.spark import build_session
+    from adapters.spark import build_session
 
     state = tmp_path_factory.mktemp("spark-state")
     cfg = load_config(environ={}, overrides={"state_dir": str(state),
@@ -95,7 +95,7 @@ def cfg():
 
 @pytest.fixture(scope="session")
 def stack(cfg):
-    from tally.stack import Stack
+    from tally.devstack.stack import Stack
 
     status = Stack(cfg).status()
     bad = {name: s["detail"] for name, s in status.items() if not s["healthy"]}
@@ -108,7 +108,7 @@ def stack(cfg):
 def spark_reader(tmp_path_factory):
     """A SparkSession (with the connector jars) for reading what the jobs wrote, and for the batch
     runs the tests make in process (both cores: most of them run while nothing else does)."""
-    from tally.spark import build_session
+    from adapters.spark import build_session
 
     cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
                                  "spark": {"master": "local[2]", "driver_memory": "1g"}})

@@ -56,7 +56,7 @@ def answered_by(session, url: str, master_pid: int) -> bool:
 def test_instance_killed_under_load(serving_world, unique):
     import requests
 
-    from tally.provision import create_topics
+    from tally.devstack.provision import create_topics
 
     world = serving_world
     prefix = f"fd{unique}"

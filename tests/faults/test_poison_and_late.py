@@ -45,10 +45,10 @@ def poison_pills(n: int) -> list[bytes]:
 
 
 def test_poison_pills_and_late_events(stack, tmp_path, unique, spark_reader):
+    from adapters.producer import TallyProducer
     from batch_layer.job import run_day
     from serving_layer.app import create_app
     from speed_layer.store import HBaseSpeedStore
-    from tally.producer import TallyProducer
 
     inst = make_installation(stack, tmp_path, unique)
     sent_path, truth_path = tmp_path / "sent.jsonl", tmp_path / "truth.parquet"

@@ -56,7 +56,7 @@ class ProducerLoad:
     future tells whether Kafka acknowledged it."""
 
     def __init__(self, cfg, prefix: str, rate: float = 200):
-        from tally.producer import TallyProducer
+        from adapters.producer import TallyProducer
 
         self.producer = TallyProducer(cfg)
         self.prefix, self.rate = prefix, rate
@@ -69,7 +69,7 @@ class ProducerLoad:
     def _run(self) -> None:
         import random
 
-        from tally.errors import ProducerError
+        from schemas.errors import ProducerError
 
         rnd, n, t0 = random.Random(7), 0, time.monotonic()
         while not self.stop.is_set():
@@ -88,7 +88,7 @@ class ProducerLoad:
 
     def finish(self) -> list[dict]:
         """Stop, flush, and return the acknowledged events."""
-        from tally.errors import ProducerError
+        from schemas.errors import ProducerError
 
         self.stop.set()
         self.thread.join(timeout=60)
@@ -113,7 +113,7 @@ def speed_expected(events: list[dict]) -> dict[tuple[str, str, int], tuple[int, 
 @pytest.mark.serial  # kills the shared broker: runs alone, after the parallel part
 def test_kafka_broker_killed_while_sending(stack, tmp_path, unique):
     from speed_layer.store import HBaseSpeedStore
-    from tally.stack import Stack
+    from tally.devstack.stack import Stack
 
     inst = make_installation(stack, tmp_path, unique)
     prefix = f"bk{unique}"

@@ -89,7 +89,7 @@ def _published_day(inst, tmp_path, spark_reader, day: dt.date) -> dict:
 def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_path, unique,
                                                                      spark_reader):
     from serving_layer.app import create_app
-    from tally.stack import Stack
+    from tally.devstack.stack import Stack
 
     inst = make_installation(stack, tmp_path, unique, TALLY_HBASE__WRITE_RETRY_S="5")
     day0 = dt.date(2026, 11, 20)

@@ -16,7 +16,7 @@ def stage(events: list[dict], directory: Path, first_offset: int = 0, partition:
     """Write ``events`` (in sending order, one Kafka partition) as archive-format Parquet."""
     import pyarrow.parquet as pq
 
-    from tally.generator import archive_table
+    from tally.devstack.generator import archive_table
 
     directory.mkdir(parents=True, exist_ok=True)
     n = len(events)

@@ -125,7 +125,7 @@ def random_query(world, rnd: random.Random, horizon_ms: int):
 
 def free_port_block(n: int) -> int:
     """The first of ``n`` consecutive free ports below the ephemeral range."""
-    from tally.stack import port_free
+    from tally.devstack.stack import port_free
 
     rnd = random.Random()
     for _ in range(200):
@@ -138,8 +138,8 @@ def free_port_block(n: int) -> int:
 @contextlib.contextmanager
 def running_front(cfg, instances: int = 2, **front) -> Iterator:
     """`tally front` (nginx + ``instances`` `tally serve` processes) for ``cfg``'s installation
-    on free ports; stopped on exit. Yields the :class:`tally.front.Front`."""
-    from tally.front import Front
+    on free ports; stopped on exit. Yields the :class:`tally.devstack.front.Front`."""
+    from tally.devstack.front import Front
 
     base = free_port_block(instances + 1)
     cfg = cfg.replace(front={"port": base, "first_instance_port": base + 1,
@@ -351,8 +351,8 @@ def publish_minutes(cfg, day: str, minute_rows, version: str | None = None, stor
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from adapters.lake import lake_store
     from batch_layer.catalog import Catalog, new_version, now_rfc3339, version_key
-    from tally.lake import lake_store
 
     store = store or lake_store(cfg)
     version = version or new_version()
@@ -379,7 +379,7 @@ def publish_minutes(cfg, day: str, minute_rows, version: str | None = None, stor
 def generated_truth(cfg, first_day: dt.date, days: int, events: int, videos: int,
                     seed: int) -> dict:
     """The generator's exact truth, in process: (video, type, minute ms) -> (count, watch_ms)."""
-    from tally.generator import GeneratorOptions, build_traffic
+    from tally.devstack.generator import GeneratorOptions, build_traffic
 
     table = build_traffic(cfg, GeneratorOptions(events=events, videos=videos,
                                                 start=first_day.isoformat(), days=days,

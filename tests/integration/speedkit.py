@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from schemas.config import TallyConfig, load_config
-from tally.provision import create_bucket, create_tables, create_topics
+from tally.devstack.provision import create_bucket, create_tables, create_topics
 
 
 @dataclass
@@ -164,8 +164,8 @@ def sent_records(path: Path) -> list[bytes]:
 def expected_archive_and_dlq(lines: list[bytes]):
     """From the sent records: the multiset of valid event_ids (duplicates included) and the
     invalid records with the validator's reason."""
+    from schemas.errors import ValidationError
     from schemas.event import EventValidator
-    from tally.errors import ValidationError
 
     v = EventValidator()
     clock = int(time.time() * 1000)
@@ -202,8 +202,8 @@ def wait_for_watermark(inst, at_least: str, timeout_s: float = 300) -> dict:
 
 def send_very_late(inst, n: int, day: str) -> list[dict]:
     """``n`` valid, distinct events on ``day``, far behind the watermark."""
+    from adapters.producer import TallyProducer
     from schemas.event import parse_rfc3339_ms
-    from tally.producer import TallyProducer
 
     base = parse_rfc3339_ms(f"{day}T12:00:00Z")
     events = [{"event_id": f"very-late-{i}", "video_id": f"vid-{i % 7:06d}", "event_type": "view",

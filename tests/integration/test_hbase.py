@@ -8,7 +8,7 @@ import happybase
 
 from schemas import rowkey
 from schemas.rowkey import TableSpec
-from tally.provision import create_table
+from tally.devstack.provision import create_table
 
 
 def test_speed_table_has_one_region_per_salt(stack):

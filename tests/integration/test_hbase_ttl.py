@@ -7,7 +7,7 @@ from __future__ import annotations
 import happybase
 
 from speed_layer import store
-from tally import provision
+from tally.devstack import provision
 from tests.integration.speedkit import make_installation
 
 FOREVER = 2**31 - 1  # the TTL HBase reports for a family kept forever

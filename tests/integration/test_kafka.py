@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from tally.errors import DependencyError, ValidationError
-from tally.producer import TallyProducer
-from tally.provision import create_topics
+from adapters.producer import TallyProducer
+from schemas.errors import DependencyError, ValidationError
+from tally.devstack.provision import create_topics
 
 
 def consume_all(cfg, topic: str, expected: int, timeout_s: float = 60):

@@ -9,8 +9,8 @@ import time
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from tally import provision
-from tally.producer import TallyProducer
+from adapters.producer import TallyProducer
+from tally.devstack import provision
 
 DAY_MS = 86_400_000
 

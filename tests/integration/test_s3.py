@@ -7,8 +7,8 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tally.lake import arrow_s3_filesystem, s3_client
-from tally.provision import create_bucket
+from adapters.lake import arrow_s3_filesystem, s3_client
+from tally.devstack.provision import create_bucket
 
 
 def test_parquet_round_trip(stack, unique):

@@ -221,7 +221,7 @@ def test_ingest_is_all_or_nothing_on_kafka(stack, tmp_path, unique, monkeypatch)
     (no 5xx), the others are sent; a serializer failure injected into one event of an array
     answers 400 and the topic's end offsets do not move (nothing sent before the failure)."""
     from serving_layer import ingest
-    from tally.provision import end_offsets
+    from tally.devstack.provision import end_offsets
 
     inst = make_installation(stack, tmp_path, unique)
     client = make_client(inst.cfg)

@@ -18,8 +18,8 @@ import uuid
 import pytest
 
 from schemas.event import format_ms
-from tests.integration.speedkit import make_installation
 from tests.integration.servekit import DAY, GRAN, build_published_world, day_ms, publish_minutes
+from tests.integration.speedkit import make_installation
 
 FIRST = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=3)
 
@@ -101,8 +101,8 @@ def test_lake_unreadable_is_a_503_naming_it(s3_world, tmp_path):
     assert gone.get("/readyz").json["dependencies"]["lake"]["ready"] is False
 
     # The log names a version whose files are missing (removed underneath the reader).
+    from adapters.lake import lake_store
     from batch_layer.catalog import version_key
-    from tally.lake import lake_store
 
     broken_cfg = w.inst.cfg.replace(lake={"uri": f"{w.inst.cfg.lake_uri}-broken"})
     store = lake_store(broken_cfg)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from schemas.config import load_config
-from tally.errors import ProducerError
+from schemas.errors import ProducerError
 
 PORTS = {"TALLY_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:19092", "TALLY_KAFKA__CONTROLLER_PORT": "19093",
          "TALLY_HBASE__PORT": "19090", "TALLY_HBASE__ZOOKEEPER_PORT": "12181",
@@ -50,7 +50,7 @@ def test_stack_lifecycle(private, unique):
     import happybase
     from kafka import KafkaConsumer
 
-    from tally.producer import TallyProducer
+    from adapters.producer import TallyProducer
 
     env, cfg = private
     t0 = time.monotonic()
@@ -164,8 +164,8 @@ def test_s3_endpoint_refuses_web_pages(tmp_path):
     import urllib.error
     import urllib.request
 
-    from tally.lake import s3_client
-    from tally.stack import Stack
+    from adapters.lake import s3_client
+    from tally.devstack.stack import Stack
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

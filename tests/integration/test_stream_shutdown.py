@@ -73,7 +73,7 @@ def session_pids(sid: int) -> list[int]:
 
 def send(inst, tag: str, n: int) -> collections.Counter:
     """``n`` valid, distinct, on-time events; returns what the speed views must hold for them."""
-    from tally.producer import TallyProducer
+    from adapters.producer import TallyProducer
 
     now = int(time.time() * 1000)
     expected: dict = collections.defaultdict(lambda: [0, 0])

@@ -74,7 +74,7 @@ class TimeWorld:
         return out
 
     def send_kafka(self, events: list[dict]) -> None:
-        from tally.producer import TallyProducer
+        from adapters.producer import TallyProducer
 
         with TallyProducer(self.inst.cfg) as producer:
             for e in events:
@@ -93,8 +93,8 @@ class TimeWorld:
         return r.json
 
     def state(self):
+        from adapters.lake import lake_store
         from speed_layer.archive_index import ArchiveIndex
-        from tally.lake import lake_store
 
         return ArchiveIndex(lake_store(self.inst.cfg)).state()
 
@@ -147,7 +147,7 @@ def world(stack, tmp_path_factory):
         # forgets files after 20 s and compacts every 3 batches, so that old entries drop out.
         TALLY_BATCH__LATENESS="0 minutes", TALLY_BATCH__CLOSE_TIMEOUT_S="120",
         TALLY_ARCHIVE__SINK_RETENTION="20 seconds", TALLY_ARCHIVE__SINK_LOG_COMPACT_BATCHES="3")
-    from tally.provision import create_lake
+    from tally.devstack.provision import create_lake
 
     create_lake(inst.cfg)  # what `tally stack up` does for a new installation
     client = create_app(inst.cfg).test_client()
@@ -325,9 +325,9 @@ def test_clients_with_fast_clocks_cannot_blind_the_speed_layer(world, spark_read
 
 
 def test_late_data_of_any_age_is_counted_and_stays_readable(world, spark_reader):
+    from adapters.lake import lake_store
     from batch_layer.job import run_dates, run_nightly
     from speed_layer import archive_index
-    from tally.lake import lake_store
 
     w = world
     d10, d40 = days_ago(10), days_ago(40)

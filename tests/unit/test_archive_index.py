@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from adapters.lake import FileLakeStore
 from schemas.config import load_config
 from speed_layer import archive_index as ai
-from tally.lake import FileLakeStore
 
 
 class Sink:

@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
+from adapters.lake import FileLakeStore
 from batch_layer.catalog import Catalog, PublishError, version_key
-from speed_layer.archive_index import committed_entries
 from schemas.config import load_config
-from tally.lake import FileLakeStore
+from speed_layer.archive_index import committed_entries
 
 
 @pytest.fixture

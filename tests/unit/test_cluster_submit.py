@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from schemas.config import load_config
-from tally import cluster
-from tally.errors import ConfigError, TallyError
+from schemas.errors import ConfigError, TallyError
+from tally.devstack import cluster
 
 
 def test_defaults_match_the_contract():
@@ -103,8 +103,8 @@ def test_submit_command(cfg, tmp_path):
 
 def test_cli_passes_what_follows_the_double_dash_to_the_job(cfg, tmp_path, monkeypatch, capsys,
                                                              clean_env):
-    from tally import stack
     from tally.cli import main
+    from tally.devstack import stack
 
     monkeypatch.setattr(cluster, "pack_env", lambda cfg: Path("/envs/tally-env-x.tar.gz"))
     monkeypatch.setattr(stack, "ensure_jars", lambda cfg: None)
@@ -125,7 +125,7 @@ def test_cli_passes_what_follows_the_double_dash_to_the_job(cfg, tmp_path, monke
 def test_session_under_spark_submit_keeps_what_it_was_given(cfg, monkeypatch):
     from pyspark.sql import SparkSession
 
-    from tally import spark as tally_spark
+    from adapters import spark as tally_spark
 
     given = {"spark.master": "spark://127.0.0.1:39077", "spark.app.name": "tally-batch",
              "spark.jars": "/elsewhere/x.jar", "spark.executor.extraJavaOptions": "-Dx=1"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.config import load_config
-from tally.errors import ConfigError
+from schemas.errors import ConfigError
 
 
 def write(tmp_path, text: str) -> str:

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from schemas.event import (FIELD_NAMES, MAX_BODY_DEPTH, MAX_DEPTH, MAX_KEY_CHARS,
                            MAX_NUMBER_CHARS, EventValidator, loads_batch)
 from schemas.event_spark import validate_events
-from tally.generator import INVALID_KINDS
+from tally.devstack.generator import INVALID_KINDS
 from tests.unit.bad_events import BAD, CLOCK, GOOD, GOOD_CASES
 
 V = EventValidator()
@@ -290,7 +290,7 @@ def limit_cases() -> list[bytes]:
 
 
 def test_spark_and_python_agree(spark, http):
-    from tally.generator import Traffic, GeneratorOptions
+    from tally.devstack.generator import Traffic, GeneratorOptions
 
     raws = [raw for _, raw, _ in BAD] + [raw for _, raw, _ in GOOD_CASES] + _fuzz_cases(400)
     base = Traffic(GeneratorOptions(events=50, videos=5, start="2026-11-10", seed=3),

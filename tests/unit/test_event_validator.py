@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from schemas.errors import ValidationError
 from schemas.event import EventValidator, days_from_civil, format_ms, parse_rfc3339_ms
-from tally.errors import ValidationError
 from tests.unit.bad_events import BAD, CLOCK, GOOD, GOOD_CASES
 
 V = EventValidator()

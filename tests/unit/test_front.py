@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from schemas.config import load_config, to_toml
-from tally.errors import ConfigError
-from tally.front import NGINX, Front
+from schemas.errors import ConfigError
+from tally.devstack.front import NGINX, Front
 
 
 def test_config_toml_round_trip(tmp_path):

@@ -8,10 +8,10 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from schemas.errors import ValidationError
 from schemas.event import EventValidator
 from tally.cli import main
-from tally.errors import ValidationError
-from tally.generator import INVALID_KINDS
+from tally.devstack.generator import INVALID_KINDS
 
 WATERMARK = 600_000
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from kafka.errors import KafkaTimeoutError
 
+from adapters import producer as producer_mod
 from schemas.config import load_config
-from tally import producer as producer_mod
-from tally.errors import ProducerError
+from schemas.errors import ProducerError
 
 
 class FakeFuture:
@@ -105,7 +105,7 @@ def test_a_client_that_cannot_be_closed_or_replaced_yet(fake_kafka, monkeypatch)
     """The stuck client's close raises (kafka-python flushes first); Kafka is still down when
     the replacement is tried: sends fail with a retriable error until it is back, and the stuck
     sends are reported as failed, not left pending forever."""
-    from tally.errors import DependencyError
+    from schemas.errors import DependencyError
 
     p = producer_mod.TallyProducer(load_config(environ={}))
     p.send_raw(b"a")

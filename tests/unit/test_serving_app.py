@@ -9,13 +9,13 @@ import json
 import pytest
 
 from schemas.config import load_config
+from schemas.errors import DependencyError, ProducerError
 from serving_layer import service
 from serving_layer.app import create_app
-from serving_layer.params import parse_counts, parse_top
 from serving_layer.batch import ByteLRU, IndexedView
+from serving_layer.params import parse_counts, parse_top
 from serving_layer.sizes import ENTRY, key_bytes
 from speed_layer.store import MinuteCount
-from tally.errors import DependencyError, ProducerError
 from tests.integration.servekit import publish_minutes, view_table
 
 DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000

@@ -8,8 +8,8 @@ import multiprocessing
 import pytest
 
 from schemas.config import load_config
+from schemas.errors import ConfigError
 from serving_layer.app import create_app
-from tally.errors import ConfigError
 
 KEY = "k" * 16
 TOP = "/v1/top?k=0&from=2025-01-01T00:00:00Z&to=2025-01-02T00:00:00Z"  # a 400 once it is reached

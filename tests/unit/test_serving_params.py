@@ -14,7 +14,7 @@ DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
 
 
 def test_param_errors_are_tally_errors_not_retriable():
-    from tally.errors import ApiError, TallyError
+    from schemas.errors import ApiError, TallyError
 
     with pytest.raises(ParamError) as e:
         parse_time("x", "from")
@@ -93,7 +93,7 @@ def test_top_params():
 
 
 def test_config_limits_validated():
-    from tally.errors import ConfigError
+    from schemas.errors import ConfigError
 
     for env, key in [({"TALLY_SERVE__MAX_RANGE_DAYS_MINUTE": "6"}, "serve.max_range_days_minute"),
                      ({"TALLY_SERVE__MAX_RANGE_DAYS": "399"}, "serve.max_range_days"),

@@ -26,14 +26,14 @@ def cfg(tmp_path):
 def no_jvm(monkeypatch):
     from pyspark import SparkContext
 
-    import tally.spark
+    import adapters.spark
 
     monkeypatch.setattr(SparkContext, "_gateway", None)
-    monkeypatch.setattr(tally.spark, "_jvm_class_path", lambda: set())
+    monkeypatch.setattr(adapters.spark, "_jvm_class_path", lambda: set())
 
 
 def test_local_session_reads_the_jars_in_place(cfg, no_jvm, tmp_path):
-    from tally.spark import base_conf
+    from adapters.spark import base_conf
 
     conf = base_conf(cfg, master="local[2]")
     assert "spark.jars" not in conf
@@ -45,7 +45,7 @@ def test_local_session_reads_the_jars_in_place(cfg, no_jvm, tmp_path):
 
 
 def test_cluster_session_ships_the_jars(cfg, no_jvm):
-    from tally.spark import base_conf
+    from adapters.spark import base_conf
 
     conf = base_conf(cfg, master="spark://127.0.0.1:7077")
     assert "spark.driver.extraClassPath" not in conf and "spark.local.dir" not in conf
@@ -55,13 +55,13 @@ def test_cluster_session_ships_the_jars(cfg, no_jvm):
 def test_a_running_jvm_keeps_its_class_path(cfg, no_jvm, monkeypatch):
     from pyspark import SparkContext
 
-    import tally.spark
-    from tally.spark import base_conf
+    import adapters.spark
+    from adapters.spark import base_conf
 
     # The JVM about to start gets the jars on its class path ...
     started = base_conf(cfg, master="local[2]")["spark.driver.extraClassPath"].split(os.pathsep)
     monkeypatch.setattr(SparkContext, "_gateway", object())
-    monkeypatch.setattr(tally.spark, "_jvm_class_path",
+    monkeypatch.setattr(adapters.spark, "_jvm_class_path",
                         lambda: {"/x/spark.jar", *started})
     again = base_conf(cfg, master="local[2]")  # ... a later session in that JVM: nothing to add
     assert "spark.jars" not in again and "spark.driver.extraClassPath" not in again
@@ -70,7 +70,7 @@ def test_a_running_jvm_keeps_its_class_path(cfg, no_jvm, monkeypatch):
 def test_a_jvm_started_without_the_jars_gets_them_shipped(cfg, no_jvm, monkeypatch):
     from pyspark import SparkContext
 
-    from tally.spark import base_conf
+    from adapters.spark import base_conf
 
     monkeypatch.setattr(SparkContext, "_gateway", object())
     conf = base_conf(cfg, master="local[2]")
@@ -79,7 +79,7 @@ def test_a_jvm_started_without_the_jars_gets_them_shipped(cfg, no_jvm, monkeypat
 
 
 def test_no_jars_asked_for(cfg, no_jvm):
-    from tally.spark import base_conf
+    from adapters.spark import base_conf
 
     conf = base_conf(cfg, with_jars=False, master="local[2]")
     assert "spark.jars" not in conf and "spark.driver.extraClassPath" not in conf
@@ -88,7 +88,7 @@ def test_no_jars_asked_for(cfg, no_jvm):
 def test_the_test_session_copied_no_jar(spark):
     """The real session of the unit tests: its JVM has the jars on its class path, and its jobs
     ran without a copy of any jar in its scratch."""
-    from tally.spark import _jvm_class_path, connector_jars
+    from adapters.spark import _jvm_class_path, connector_jars
 
     jars = connector_jars(load_config(environ={}))
     assert jars and set(jars) <= _jvm_class_path()

@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
+from adapters import log
 from schemas.config import TallyConfig
+from schemas.errors import DependencyError, ProducerError
 from schemas.event import EventValidator, to_json
-from tally import log
-from tally.errors import DependencyError, ProducerError
 
 LOG = log.get("producer")
 

@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from adapters import log
 from schemas.config import TallyConfig
-from tally import log
 
 LOG = log.get("spark")
 
@@ -40,7 +40,7 @@ def connector_jars(cfg: TallyConfig) -> list[str]:
     """Jars under infra/lib/spark that pyspark does not already bundle."""
     import pyspark
 
-    from tally.stack import lib_dir
+    from adapters.paths import lib_dir
 
     bundled_dir = Path(pyspark.__file__).parent / "jars"
     bundled = {_artifact(p.name) for p in bundled_dir.glob("*.jar")}
@@ -145,7 +145,7 @@ def _jvm_class_path() -> set[str]:
 def s3a_conf(cfg: TallyConfig) -> dict[str, str]:
     """Hadoop S3A settings for the configured endpoint (credentials from the config or the
     standard AWS chain; nothing secret is written here)."""
-    from tally.lake import s3_credentials
+    from adapters.lake import s3_credentials
 
     if not cfg.lake.s3_endpoint:
         return {}
@@ -225,7 +225,7 @@ def _causes(exc: BaseException) -> list[str]:
 def failure(exc: BaseException, what: str):
     """A Spark job's failure as one clear Tally error: the lake named when it was the cause
     (retriable), else the root cause in one line."""
-    from tally.errors import DependencyError, TallyError
+    from schemas.errors import DependencyError, TallyError
 
     causes = _causes(exc)
     root = causes[-1][:300]

@@ -25,11 +25,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from adapters import log
 from schemas.config import TallyConfig
-from schemas.event import MIN_TS_MS, format_ms, to_json
-from tally import log
 from schemas.durations import parse_duration_ms
-from tally.errors import GeneratorError
+from schemas.errors import GeneratorError
+from schemas.event import MIN_TS_MS, format_ms, to_json
 
 LOG = log.get("generator")
 
@@ -367,7 +367,7 @@ def _emit(cfg: TallyConfig, traffic: Traffic, out: str | None, kafka: bool, rate
     step = 1000 if rate <= 0 else max(1, min(1000, int(rate // 20)))
     try:
         if kafka:
-            from tally.producer import TallyProducer
+            from adapters.producer import TallyProducer
 
             producer = TallyProducer(cfg, topic=topic)
         else:

@@ -14,11 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from adapters import log
+from adapters.paths import PROJECT_ROOT
 from schemas.config import TallyConfig
+from schemas.errors import StackError
 from schemas.rowkey import TableSpec, tables
 from speed_layer.store import ttl_mismatches, ttl_text
-from tally import PROJECT_ROOT, log
-from tally.errors import StackError
 
 LOG = log.get("provision")
 
@@ -122,7 +123,7 @@ def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: flo
     per table. With ``alter_ttl`` an existing table's families are brought to the specs' TTLs
     (Thrift v1 cannot alter them either): an 'altered <name> <family> ttl=<old>-><new>' (or
     'added <name> <family> ttl=<new>') line follows those lines for each family changed."""
-    from tally.stack import java_bin, lib_dir
+    from adapters.paths import java_bin, lib_dir
 
     source = PROJECT_ROOT / "infra" / "hbase" / "TallyAdmin.java"
     args: list[str] = []
@@ -226,7 +227,7 @@ def create_lake(cfg: TallyConfig) -> str:
 def create_bucket(cfg: TallyConfig, bucket: str | None = None) -> None:
     from botocore.exceptions import ClientError
 
-    from tally.lake import s3_client
+    from adapters.lake import s3_client
 
     client = s3_client(cfg)
     bucket = bucket or cfg.lake.bucket

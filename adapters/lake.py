@@ -180,7 +180,7 @@ class S3LakeStore(LakeStore):
     def _call(self, fn, *args, **kwargs):
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from tally.errors import DependencyError
+        from schemas.errors import DependencyError
 
         try:
             return fn(*args, **kwargs)

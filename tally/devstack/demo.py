@@ -8,7 +8,7 @@ equal the truth, the speed part must lie between the on-time count and the full 
 drops events later than its watermark; the batch does not). It writes a PNG chart of one video's
 merged counts and leaves the API and the dashboard running until Ctrl-C, then stops what it started.
 
-Each run owns its names (``tally.demo.<run>.events``, HBase tables ``demo<run>_*``, a lake prefix
+Each run owns its names (``tally.devstack.demo.<run>.events``, HBase tables ``demo<run>_*``, a lake prefix
 of its own) so runs never mix; the previous run's tables, topics and files are removed first.
 """
 
@@ -24,11 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters import log
 from schemas.config import TallyConfig, load_config
-from tally import log
-from tally.errors import TallyError
+from schemas.errors import TallyError
 
-LOG = log.get("tally.demo")
+LOG = log.get("tally.devstack.demo")
 STEPS = 7
 SHOWN_VIDEOS = 5
 
@@ -67,7 +67,7 @@ def _remove_previous_runs(cfg: TallyConfig, demo_root: Path) -> None:
         conn.close()
     admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers)
     try:
-        old = [t for t in admin.list_topics() if t.startswith("tally.demo.")]
+        old = [t for t in admin.list_topics() if t.startswith("tally.devstack.demo.")]
         if old:
             admin.delete_topics(old)
     finally:
@@ -76,13 +76,13 @@ def _remove_previous_runs(cfg: TallyConfig, demo_root: Path) -> None:
 
 def _demo_env(cfg: TallyConfig, run: str, run_dir: Path, lake: str,
               first_day: dt.date) -> dict[str, str]:
-    from tally.stack import lib_dir
+    from adapters.paths import lib_dir
 
     env = dict(os.environ)
     env.update({
         "TALLY_STATE_DIR": str(run_dir / "state"),
-        "TALLY_KAFKA__TOPIC": f"tally.demo.{run}.events",
-        "TALLY_KAFKA__DLQ_TOPIC": f"tally.demo.{run}.events.dlq",
+        "TALLY_KAFKA__TOPIC": f"tally.devstack.demo.{run}.events",
+        "TALLY_KAFKA__DLQ_TOPIC": f"tally.devstack.demo.{run}.events.dlq",
         "TALLY_HBASE__TABLE_PREFIX": f"demo{run}",
         "TALLY_LAKE__URI": (f"s3a://{cfg.lake.bucket}/demo/{run}" if lake == "s3"
                             else (run_dir / "lake").as_uri()),
@@ -232,7 +232,7 @@ def write_chart(body: dict[str, Any], path: Path) -> None:
 
 def run_demo(cfg: TallyConfig, events: int = 50_000, days: int = 3, lake: str = "file",
              wait: bool = True, config_path: str | None = None) -> int:
-    from tally.stack import Stack
+    from tally.devstack.stack import Stack
 
     t0 = time.monotonic()
     stack = Stack(cfg)
@@ -261,8 +261,8 @@ def _run(cfg: TallyConfig, events: int, days: int, lake: str, wait: bool,
          config_path: str | None, children: list[Child], t0: float) -> int:
     from serving_layer.client import TallyClient
     from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
-    from tally.generator import GeneratorOptions, run_generate
-    from tally.provision import create_bucket, create_tables, create_topics, end_offsets
+    from tally.devstack.generator import GeneratorOptions, run_generate
+    from tally.devstack.provision import create_bucket, create_tables, create_topics, end_offsets
 
     today = dt.datetime.now(dt.timezone.utc).date()
     first = today - dt.timedelta(days=days)  # the last `days` complete UTC days

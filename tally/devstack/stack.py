@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+from adapters import log
+from adapters.paths import PROJECT_ROOT, java_bin, lib_dir
 from schemas.config import TallyConfig
-from tally import PROJECT_ROOT, log
-from tally.errors import PortInUseError, StackError
+from schemas.errors import PortInUseError, StackError
 
 LOG = log.get("stack")
 
@@ -71,20 +72,6 @@ appender.file.strategy.max = 3
 rootLogger.level = {level}
 rootLogger.appenderRef.file.ref = file
 """
-
-
-def java_bin() -> str:
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").exists():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if not found:
-        raise StackError("java: not found; install OpenJDK 17 (make setup does)")
-    return found
-
-
-def lib_dir(cfg: TallyConfig) -> Path:
-    return Path(cfg.stack.lib_dir).resolve() if cfg.stack.lib_dir else PROJECT_ROOT / "infra" / "lib"
 
 
 def ensure_jars(cfg: TallyConfig) -> None:
@@ -381,12 +368,12 @@ class Stack:
     def _s3_cmd(self) -> list[str]:
         u = urlparse(self.cfg.lake.s3_endpoint)
         main = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r}); "
-                "from tally.stack import serve_s3; serve_s3(sys.argv[1:])")
+                "from tally.devstack.stack import serve_s3; serve_s3(sys.argv[1:])")
         return [sys.executable, "-c", main, "-H", u.hostname or "127.0.0.1",
                 "-p", str(u.port or 80)]
 
     def _s3_health(self) -> str:
-        from tally.lake import s3_client
+        from adapters.lake import s3_client
 
         buckets = s3_client(self.cfg).list_buckets().get("Buckets", [])
         return f"{len(buckets)} buckets (in memory only)"
@@ -474,7 +461,7 @@ class Stack:
         t0 = time.monotonic()
         ensure_jars(self.cfg)
         started, details = self.start_parts(list(self.parts.values()))
-        from tally import provision
+        from tally.devstack import provision
 
         provision.provision_all(self.cfg)
         log.progress(f"stack up: healthy in {time.monotonic() - t0:.1f}s "

@@ -30,15 +30,16 @@ import zipfile
 from importlib import metadata
 from pathlib import Path
 
+from adapters import log
+from adapters.paths import PROJECT_ROOT
 from schemas.config import TallyConfig
-from tally import PROJECT_ROOT, log
-from tally.errors import StackError, TallyError
-from tally.stack import LOG4J2_TEMPLATE, Part, Stack
+from schemas.errors import StackError, TallyError
+from tally.devstack.stack import LOG4J2_TEMPLATE, Part, Stack
 
 JOBS = ("batch", "stream")
 # What the wheel is built from; setup.cfg also reads README.md (its long description), which
 # changes nothing the executors run and so is not part of the packed environment's key.
-PACKAGES = ("tally", "schemas", "speed_layer", "batch_layer", "serving_layer", "jobs")
+PACKAGES = ("tally", "schemas", "adapters", "speed_layer", "batch_layer", "serving_layer", "jobs")
 BUILD_FILES = ("setup.cfg", "pyproject.toml")
 # Requirements the packed environment leaves out. pyspark: the cluster's own Spark puts its
 # pyspark.zip on the executors' PYTHONPATH (480 MB more would only shadow it, and must match the
@@ -285,7 +286,7 @@ def _run(cmd: list[str], what: str) -> None:
 def submit_command(cfg: TallyConfig, job: str, job_args: list[str], archive: Path,
                    config_file: str | None = None) -> list[str]:
     """The spark-submit line of a job on the cluster (client mode: the driver runs here)."""
-    from tally.spark import connector_jars, java_options
+    from adapters.spark import connector_jars, java_options
 
     if job not in JOBS:
         raise TallyError(f"cluster submit: job must be one of {', '.join(JOBS)}, got {job!r}")
@@ -309,7 +310,7 @@ def submit_command(cfg: TallyConfig, job: str, job_args: list[str], archive: Pat
 def submit(cfg: TallyConfig, job: str, job_args: list[str], config_file: str | None = None,
            print_only: bool = False) -> int:
     """Run ``job`` on the cluster through spark-submit; its exit code."""
-    from tally.stack import ensure_jars
+    from tally.devstack.stack import ensure_jars
 
     ensure_jars(cfg)
     archive = pack_env(cfg)
