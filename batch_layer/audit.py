@@ -14,12 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from schemas.granularity import DAY_MS
 from batch_layer.catalog import Catalog
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
 from schemas.errors import TallyError
 
-DAY_MS = 86_400_000
 
 
 def _ms(t) -> int:

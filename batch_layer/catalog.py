@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.granularity import GRANULARITIES
 from adapters import log
 from adapters.lake import LakeStore, lake_store
 from schemas.config import TallyConfig
@@ -56,7 +57,6 @@ def version_key(day: str, version: str) -> str:
 
 
 RUNS_KEY = f"{VIEWS_KEY}/_runs"
-GRANULARITIES = ("minute", "hour", "day")
 
 
 def run_key(version: str) -> str:

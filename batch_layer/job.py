@@ -30,13 +30,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from schemas.granularity import GRANULARITIES, day_number
 from batch_layer import source, transform
 from batch_layer.catalog import (
-    GRANULARITIES, Catalog, PublishError, PublishResult, new_version, now_rfc3339, run_key,
+    Catalog, PublishError, PublishResult, new_version, now_rfc3339, run_key,
 )
 from adapters import log
 from adapters.lake import spark_uri
-from batch_layer.published import BatchState, closed_by_time, day_number, input_window
+from batch_layer.published import BatchState, closed_by_time, input_window
 from schemas import __version__
 from schemas.archive import VIEW_COLUMNS, spark_schema
 from schemas.config import TallyConfig

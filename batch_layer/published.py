@@ -21,26 +21,13 @@ Nothing here does I/O except through the ``entry`` reader it is given.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from schemas.granularity import DAY_MS, day_name, day_number
 from speed_layer.archive_index import IndexState
 
-DAY_MS = 86_400_000
 EntryReader = Callable[[str, int], dict[str, Any]]
-
-
-def day_number(day: str) -> int:
-    return (dt.date.fromisoformat(day) - dt.date(1970, 1, 1)).days
-
-
-def day_name(number: int) -> str:
-    return (dt.date(1970, 1, 1) + dt.timedelta(days=number)).isoformat()
-
-
-def day_of_ms(ms: int) -> str:
-    return day_name(ms // DAY_MS)
 
 
 def latest_closed_day(now_ms: int, lateness_ms: int) -> str:

@@ -53,8 +53,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from schemas.config import load_config  # noqa: E402
+from schemas.granularity import DAY_MS  # noqa: E402
 
-DAY_MS = 86_400_000
 PREFIX = "benchserve"
 P99_LIMIT_S = 0.100
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-GRANULARITIES = {"minute": "1 minute", "hour": "1 hour", "day": "1 day"}
+from schemas.granularity import GRANULARITIES
+
+# Spark window lengths of the contract's granularities.
+WINDOWS = {g: f"1 {g}" for g in GRANULARITIES}
 KEYS = ("video_id", "event_type")
 
 
@@ -34,7 +37,7 @@ def counted_events(valid: DataFrame, keep: tuple[str, ...] = ()) -> DataFrame:
 def bucket(granularity: str, time_col: str = "event_time") -> Column:
     """The UTC bucket an event falls in, as a tumbling window (what Spark's watermark needs to
     evict state in a streaming aggregation; in batch it is just the bucket)."""
-    return F.window(time_col, GRANULARITIES[granularity])
+    return F.window(time_col, WINDOWS[granularity])
 
 
 def aggregate(events: DataFrame, granularity: str = "minute", carry: tuple[str, ...] = ()) -> DataFrame:

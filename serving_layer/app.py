@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import orjson
-from flask import Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
@@ -31,7 +31,7 @@ from adapters import log
 from schemas.config import TallyConfig, load_config
 from schemas.errors import ApiError, DependencyError, ProducerError, public
 from serving_layer.buckets import Buckets
-from serving_layer.context import client_key, error, proxy_token_path, rate_limit_path, resources, tally_cfg
+from serving_layer.context import client_key, error, proxy_token_path, rate_limit_path, tally_cfg
 from serving_layer.service import Resources
 
 LOG = log.get("serve")

@@ -15,9 +15,9 @@ from typing import Any, Iterator, Sequence
 
 import orjson
 
+from schemas.granularity import DAY_MS
 from schemas.event import format_ms
 
-DAY_MS = 86_400_000
 
 
 def bucket_starts(lo: int, hi: int, size: int) -> tuple[str, ...]:

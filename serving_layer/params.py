@@ -7,14 +7,13 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from schemas.granularity import DAY_MS, GRANULARITY_MS
 from schemas.config import TallyConfig
 from schemas.errors import ParamError
 from schemas.event import MIN_TS_MS, parse_rfc3339_ms
 
 __all__ = ["ParamError", "parse_counts", "parse_top", "parse_time"]
 
-GRAN_MS = {"minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
-DAY_MS = GRAN_MS["day"]
 # 9999-12-31T00:00:00Z: a range ending there, ceiled to any bucket, still ends at an instant
 # RFC 3339 can write (the last day of year 9999 is not served).
 MAX_TS_MS = 253_402_214_400_000
@@ -61,7 +60,7 @@ def parse_event_type(args: Mapping[str, str], cfg: TallyConfig) -> str:
 
 def parse_granularity(args: Mapping[str, str]) -> str:
     g = args.get("granularity", "hour")
-    if g not in GRAN_MS:
+    if g not in GRANULARITY_MS:
         raise ParamError("granularity", "must be one of minute, hour, day")
     return g
 
@@ -87,7 +86,7 @@ class CountsQuery:
 
     @property
     def size(self) -> int:
-        return GRAN_MS[self.granularity]
+        return GRANULARITY_MS[self.granularity]
 
 
 def parse_counts(video_id: str, args: Mapping[str, str], cfg: TallyConfig) -> CountsQuery:
@@ -95,7 +94,7 @@ def parse_counts(video_id: str, args: Mapping[str, str], cfg: TallyConfig) -> Co
     t = parse_event_type(args, cfg)
     g = parse_granularity(args)
     max_days = cfg.serve.max_range_days_minute if g == "minute" else cfg.serve.max_range_days
-    start, end = parse_range(args, GRAN_MS[g], max_days)
+    start, end = parse_range(args, GRANULARITY_MS[g], max_days)
     return CountsQuery(vid, t, g, start, end)
 
 
@@ -113,5 +112,5 @@ def parse_top(args: Mapping[str, str], cfg: TallyConfig) -> TopQuery:
     raw_k = args.get("k", "10")
     if not re.fullmatch(r"[0-9]{1,7}", raw_k) or not 1 <= int(raw_k) <= MAX_K:
         raise ParamError("k", f"must be an integer between 1 and {MAX_K}")
-    start, end = parse_range(args, GRAN_MS["minute"], cfg.serve.max_range_days)
+    start, end = parse_range(args, GRANULARITY_MS["minute"], cfg.serve.max_range_days)
     return TopQuery(t, start, end, int(raw_k))

@@ -10,16 +10,17 @@ answers are built from this plan and nothing else.
   floor are flagged ``beyond_retention``.
 
 ``H`` and the pending days are whole UTC days, so they are bucket boundaries at every
-granularity: no bucket is split, counted twice or skipped. No I/O here.
+granularity: no bucket is split, counted twice or skipped. No I/O here. The answers are laid
+out from :meth:`Plan.runs` (serving_layer/buckets.py) and read the views along
+:attr:`Plan.segments`: nothing else decides which layer answers a bucket.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Mapping
 
-from serving_layer.params import DAY_MS
+from schemas.granularity import DAY_MS, day_name
 
 
 @dataclass(frozen=True)
@@ -55,24 +56,6 @@ class Plan:
     # Speed buckets starting before this instant may have expired from HBase (TTL from write time).
     retention_floor_ms: int
     pending_days: tuple[str, ...] = ()
-
-    def buckets(self) -> list[int]:
-        return list(range(self.from_ms, self.to_ms, self.size))
-
-    def segment(self, bucket_ms: int) -> Segment:
-        for s in self.segments:
-            if s.lo <= bucket_ms < s.hi:
-                return s
-        raise ValueError(f"{bucket_ms} is not a bucket of the plan")
-
-    def source(self, bucket_ms: int) -> str:
-        return self.segment(bucket_ms).source
-
-    def beyond_retention(self, bucket_ms: int) -> bool:
-        return self.segment(bucket_ms).beyond
-
-    def batch_days(self) -> list[str]:
-        return sorted({s.day for s in self.segments if s.source == "batch" and s.day})
 
     def parts(self, source: str) -> list[Part]:
         """The contiguous stretches answered by ``source``."""
@@ -139,16 +122,12 @@ def plan(from_ms: int, to_ms: int, size: int, horizon_ms: int | None, now_ms: in
     return Plan(from_ms, to_ms, size, horizon_ms, tuple(merged), floor, days)
 
 
-def day_of(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms // 1000, dt.timezone.utc).date().isoformat()
-
-
 def days_of(part: Part) -> list[str]:
     """The UTC days an interval touches."""
     if not part:
         return []
     first, last = part.lo // DAY_MS, (part.hi - 1) // DAY_MS
-    return [day_of(d * DAY_MS) for d in range(first, last + 1)]
+    return [day_name(d) for d in range(first, last + 1)]
 
 
 def day_pieces(part: Part) -> list[tuple[str, int, int, bool]]:
@@ -156,5 +135,5 @@ def day_pieces(part: Part) -> list[tuple[str, int, int, bool]]:
     out = []
     for d in range(part.lo // DAY_MS, (part.hi - 1) // DAY_MS + 1 if part else 0):
         lo, hi = max(part.lo, d * DAY_MS), min(part.hi, (d + 1) * DAY_MS)
-        out.append((day_of(d * DAY_MS), lo, hi, lo == d * DAY_MS and hi == (d + 1) * DAY_MS))
+        out.append((day_name(d), lo, hi, lo == d * DAY_MS and hi == (d + 1) * DAY_MS))
     return out

@@ -25,12 +25,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
-from pathlib import Path
 
 from adapters import log
 from schemas.config import TallyConfig, load_config
 from schemas.errors import ConfigError
-from serving_layer.context import proxy_token_path, rate_limit_path
 
 LOG = log.get("serve")
 

@@ -14,15 +14,16 @@ import threading
 import time
 from typing import Any, Callable
 
+from schemas.granularity import DAY_MS, HOUR_MS, MINUTE_MS
 from adapters import log
 from schemas.config import TallyConfig
 from schemas.errors import DependencyError, describe, public
 from schemas.event import format_ms, parse_rfc3339_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.buckets import Buckets
-from serving_layer.hourshare import HourSnapshot, SharedHours, snapshot_table
+from serving_layer.hourshare import HourSnapshot, SharedHours
 from serving_layer.metrics import RateMeter
-from serving_layer.params import DAY_MS, GRAN_MS, CountsQuery, TopQuery
+from serving_layer.params import CountsQuery, TopQuery
 from serving_layer.plan import Part, plan
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
@@ -243,7 +244,7 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
 
     def add_minutes():
         progress = res.progress()  # before the minutes: it says which hours are closed
-        per = size // GRAN_MS["minute"]  # speed parts start and end on bucket boundaries
+        per = size // MINUTE_MS  # speed parts start and end on bucket boundaries
         snapshots = []
         for part in p.parts("speed"):
             mc, mw, as_of = speed_minutes(res, q.video_id, q.event_type, part.lo, part.hi,
@@ -305,7 +306,7 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
     ``serve.top_ttl_s`` old). The closed days and hours the scan read whole are kept."""
     import numpy as np
 
-    hour, minute = GRAN_MS["hour"], GRAN_MS["minute"]
+    hour, minute = HOUR_MS, MINUTE_MS
     first = lo // hour * hour
     grid = np.zeros((-(-hi // hour) - first // hour, 120), np.int64)  # per hour: 60 c, 60 w
     end = grid.shape[0] * hour + first
@@ -401,7 +402,7 @@ def data_limit_ms(cfg: TallyConfig, now_ms: int) -> int:
     """No speed row lies in a minute that starts at or after this instant: the contract refuses
     events more than ``events.max_future_ms`` ahead of the receiving clock (a minute more for
     the clocks of two hosts). Reads stop here; the buckets after it are listed as zeros."""
-    minute = GRAN_MS["minute"]
+    minute = MINUTE_MS
     return -(-(now_ms + cfg.events.max_future_ms + minute) // minute) * minute
 
 
@@ -475,8 +476,8 @@ def _split_closed(a: int, b: int) -> tuple[list[tuple[int, int]], list[tuple[int
             days.append((h, h + DAY_MS))
             h += DAY_MS
         else:
-            hours.append((h, h + GRAN_MS["hour"]))
-            h += GRAN_MS["hour"]
+            hours.append((h, h + HOUR_MS))
+            h += HOUR_MS
     return days, hours
 
 
@@ -485,7 +486,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     now_ms = _now_ms() if now_ms is None else now_ms
     cfg = res.cfg
     snap = res.batch.snapshot()
-    p = query_plan(res, snap, q.from_ms, q.to_ms, GRAN_MS["minute"], now_ms)
+    p = query_plan(res, snap, q.from_ms, q.to_ms, MINUTE_MS, now_ms)
     # Per-video sums (topk.Sparse over the worker's video numbers), added up at the end. Parts
     # that never change — published batch views, speed hours behind the watermark — are kept in
     # the top-K cache one by one, and the whole days among them (the bulk of a long range) also
@@ -515,7 +516,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     volatile: list[Sparse] = []
     snapshots: list[dict[str, Any] | None] = []  # progress records of the open-hour snapshots
     limit = data_limit_ms(cfg, now_ms)
-    hour = GRAN_MS["hour"]
+    hour = HOUR_MS
 
     def add_part(lo: int, hi: int, watermark: int | None) -> None:
         # Nothing to read after the limit; its hour is read whole (nothing lies after it).
@@ -638,7 +639,7 @@ def _coarsest(lo: int, hi: int, whole_day: bool) -> list[tuple[str, int, int]]:
     """``[lo, hi)`` within one day (minute-aligned) as (granularity, lo, hi) parts."""
     if whole_day:
         return [("day", lo, hi)]
-    h = GRAN_MS["hour"]
+    h = HOUR_MS
     a, b = -(-lo // h) * h, hi // h * h
     if a >= b:
         return [("minute", lo, hi)]

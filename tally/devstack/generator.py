@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from schemas.granularity import DAY_MS, MINUTE_MS
 from adapters import log
 from schemas.config import TallyConfig
 from schemas.durations import parse_duration_ms
@@ -33,8 +33,6 @@ from schemas.event import MIN_TS_MS, format_ms, to_json
 
 LOG = log.get("generator")
 
-DAY_MS = 86_400_000
-MINUTE_MS = 60_000
 DUPLICATE_DELAY_MS = 5_000
 TYPE_WEIGHTS = {"view": 0.80, "like": 0.08, "dislike": 0.01, "share": 0.03, "comment": 0.08}
 COUNTRIES = ("US", "IN", "BR", "DE", "JP", "FR", "GB", "ID", "MX", "NG")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.config import load_config
+from schemas.event import parse_rfc3339_ms
 from serving_layer.params import ParamError, parse_counts, parse_time, parse_top
 from serving_layer.plan import Part, day_pieces, days_of, plan
 
@@ -111,16 +112,34 @@ def test_config_limits_validated():
 
 # Merge planning ------------------------------------------------------------------------------
 
+def laid_out(p):
+    """The plan's buckets as an answer lays them out (Buckets over ``p.runs()``, as the counts
+    endpoint writes them): [(start ms, source, beyond retention)]."""
+    import numpy as np
+
+    from serving_layer.buckets import Buckets
+
+    n = (p.to_ms - p.from_ms) // p.size
+    zeros = np.zeros(n, np.int64)
+    return [(parse_rfc3339_ms(b["start"]), b["source"], b.get("beyond_retention", False))
+            for b in Buckets(p.from_ms, p.to_ms, p.size, zeros, zeros, p.runs(), False)]
+
+
+def batch_days(p):
+    """The days whose published version answers part of the range (what counts and top-K read)."""
+    return sorted({s.day for s in p.segments if s.source == "batch"})
+
 @pytest.mark.parametrize("size", [MIN, HOUR, DAY])
 def test_plan_splits_at_the_horizon(size):
     p = plan(H - 2 * DAY, H + 2 * DAY, size, H, now_ms=H + 3 * DAY, speed_ttl_days=7)
     assert p.parts("batch") == [Part(H - 2 * DAY, H)] and p.parts("speed") == [Part(H, H + 2 * DAY)]
-    buckets = p.buckets()
+    buckets = laid_out(p)
     assert len(buckets) == 4 * DAY // size
-    sources = [p.source(b) for b in buckets]
+    assert [b for b, _, _ in buckets] == list(range(H - 2 * DAY, H + 2 * DAY, size))
+    sources = [src for _, src, _ in buckets]
     # Every bucket exactly once, batch strictly before H, speed from H on.
     assert sources == ["batch"] * (2 * DAY // size) + ["speed"] * (2 * DAY // size)
-    assert p.batch_days() == ["2025-11-23", "2025-11-24"]
+    assert batch_days(p) == ["2025-11-23", "2025-11-24"]
     assert p.pending_days == ()
 
 
@@ -129,16 +148,16 @@ def test_plan_one_side_only_and_no_horizon():
     assert p.parts("batch") == [Part(H - DAY, H - HOUR)] and not p.parts("speed")
     p = plan(H + HOUR, H + DAY, HOUR, H, H, 7)
     assert not p.parts("batch") and p.parts("speed") == [Part(H + HOUR, H + DAY)]
-    assert p.batch_days() == []
+    assert batch_days(p) == []
     p = plan(H - DAY, H + DAY, HOUR, None, H, 7)
     assert not p.parts("batch") and p.parts("speed") == [Part(H - DAY, H + DAY)]
-    assert {p.source(b) for b in p.buckets()} == {"speed"}
+    assert {src for _, src, _ in laid_out(p)} == {"speed"}
 
 
 def test_plan_retention_flags_only_speed_buckets():
     now = H + 10 * DAY + 5
     p = plan(H - DAY, H + 10 * DAY, DAY, H, now, speed_ttl_days=7)
-    flags = [p.beyond_retention(b) for b in p.buckets()]
+    flags = [beyond for _, _, beyond in laid_out(p)]
     # H-1d is batch (never flagged); H..H+3d start before now-7d (= H+3d+5ms).
     assert flags == [False, True, True, True, True, False, False, False, False, False, False]
 
@@ -152,19 +171,18 @@ def test_plan_pending_days(size):
     p = plan(H - 4 * DAY, H + DAY, size, H, now, 7, pending={d1: False, d2: False, d3: True})
     assert p.pending_days == (d1, d2, d3)
     floor = now - 7 * DAY
-    for b in p.buckets():
-        src = p.source(b)
+    for b, src, beyond in laid_out(p):
         if b < H - 3 * DAY:
             assert src == "batch"
         elif b < H - 2 * DAY:  # d1: no version; before the floor nothing holds it
-            assert src == ("speed" if b >= floor else "none") and not p.beyond_retention(b)
+            assert src == ("speed" if b >= floor else "none") and not beyond
         elif b < H - DAY:
             assert src == "speed"  # d2: no version, within retention
         elif b < H:
             assert src == "batch"  # d3: its published version
         else:
             assert src == "speed"
-    assert p.batch_days() == ["2025-11-21", d3]
+    assert batch_days(p) == ["2025-11-21", d3]
     covered = sorted((s.lo, s.hi) for s in p.segments)
     assert covered[0][0] == H - 4 * DAY and covered[-1][1] == H + DAY
     assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # no gap, no overlap
