@@ -12,7 +12,7 @@ TALLY := $(VENV)/bin/tally
 export TALLY_STATE_DIR ?= $(CURDIR)/.tally
 PYTEST_ARGS ?=
 
-.PHONY: setup venv jars system-deps stack-up stack-down stack-status cluster-up cluster-down test unit-test demo bench clean dashboard-png
+.PHONY: setup venv jars system-deps stack-up stack-down stack-status cluster-up cluster-down test unit-test demo bench clean dashboard-png docs
 
 setup: system-deps venv jars
 
@@ -74,6 +74,10 @@ bench: stack-up
 # docs/dashboard.png, the picture of the dashboard in docs/serving.md (its own tables, dropped after).
 dashboard-png: stack-up
 	$(PY) docs/dashboard_png.py
+
+# docs/architecture.svg from its source docs/architecture.dot (Graphviz, installed by system-deps).
+docs: system-deps
+	dot -Tsvg docs/architecture.dot -o docs/architecture.svg
 
 clean: stack-down cluster-down
 	rm -rf $(TALLY_STATE_DIR) infra/lib $(VENV)

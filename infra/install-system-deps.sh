@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the project needs: a JDK 17, Maven, Python's venv module, nginx (the serving
-# layer's load balancer) and Chromium (the dashboard's browser test). Installs only what is
+# layer's load balancer), Chromium (the dashboard's browser test) and Graphviz (`make docs` renders
+# docs/architecture.svg with its `dot`). Installs only what is
 # missing, so it is a quick no-op on a machine that has them.
 set -euo pipefail
 need=()
@@ -9,6 +10,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v dot >/dev/null 2>&1 || need+=(graphviz)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
