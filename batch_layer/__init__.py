@@ -1,1 +1,1 @@
-"""The batch layer: exact recomputation from the raw archive into published Parquet views (issue 4)."""
+"""The batch layer: exact recomputation from the raw archive into published Parquet views."""

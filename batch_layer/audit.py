@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Any
 
 from schemas.granularity import DAY_MS
+from speed_layer import open_speed_views
 from batch_layer.catalog import Catalog
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
@@ -27,8 +28,6 @@ def _ms(t) -> int:
 
 
 def audit_day(cfg: TallyConfig, day: dt.date, worst: int = 5) -> dict[str, Any]:
-    from speed_layer.store import HBaseSpeedStore
-
     catalog = Catalog(cfg)
     entry = catalog.current(day.isoformat())
     if entry is None:
@@ -36,12 +35,13 @@ def audit_day(cfg: TallyConfig, day: dt.date, worst: int = 5) -> dict[str, Any]:
     batch: dict[str, dict[tuple[str, int], tuple[int, int]]] = {t: {} for t in cfg.events.types}
     for r in BatchViews(cfg, catalog).read(entry, "minute").to_pylist():
         batch.setdefault(r["event_type"], {})[(r["video_id"], _ms(r["bucket_start"]))] = (r["count"], r["watch_ms"])
-    store = HBaseSpeedStore(cfg)
+    store = open_speed_views(cfg)
     start = _ms(dt.datetime.combine(day, dt.time(), dt.timezone.utc))
-    progress = store.read_progress() or {}
-    counters = store.read_day_counters(day.isoformat())
-    late, ahead = int(counters.get("dropped_late", 0)), int(counters.get("ahead_of_clock", 0))
-    unattributed = int(progress.get("late_unattributed") or 0)
+    progress = store.progress()
+    counters = store.day_counters(day.isoformat())
+    late, ahead = counters.dropped_late, counters.ahead_of_clock
+    unattributed = progress.late_unattributed if progress else 0
+    record = progress.record if progress else {}
     dropped = late + ahead + unattributed
     expired_before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=cfg.hbase.speed_ttl_days)
     types: dict[str, Any] = {}
@@ -90,8 +90,8 @@ def audit_day(cfg: TallyConfig, day: dt.date, worst: int = 5) -> dict[str, Any]:
                        f"({cfg.hbase.speed_ttl_days} days): nothing to compare")
     return {
         "day": day.isoformat(), "batch_version": entry["version"], "batch_computed_at": entry["computed_at"],
-        "speed_progress": {k: progress.get(k) for k in ("batch_id", "max_event_time", "watermark", "updated_at")
-                           if k in progress},
+        "speed_progress": {k: record[k] for k in ("batch_id", "max_event_time", "watermark", "updated_at")
+                           if k in record},
         "dropped_late_counter": late,
         "ahead_of_clock_counter": ahead,
         "late_unattributed": unattributed,

@@ -21,13 +21,14 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from adapters import log
 from serving_layer.sizes import OBJECT, array_bytes, str_index_bytes
 from serving_layer.topk import Sparse, VideoIndex
+from speed_layer.views import Progress
 
 LOG = log.get("serve.share")
 KEEP_S = 86_400  # files older than this (hours long closed) are removed by a writer
@@ -51,7 +52,7 @@ class SharedHours:
             return None
         return age if -1.0 < age < self.ttl_s else None
 
-    def load(self, name: str, read: Callable[[], tuple[tuple, dict | None]]):
+    def load(self, name: str, read: Callable[[], tuple[tuple, Progress | None]]):
         """(Arrow table video_id/minute/count/watch_ms with the progress record in its schema
         metadata, its age in seconds) for ``name`` (which names the HBase endpoint, table,
         event type and hour): the shared copy when it is younger than the TTL, else ``read()``
@@ -98,7 +99,7 @@ class SharedHours:
                 pass
 
 
-def snapshot_table(columns: tuple, progress: dict[str, Any] | None):
+def snapshot_table(columns: tuple, progress: Progress | None):
     """The Arrow form of a snapshot: ``store.hour_minutes``'s columns, the progress record in
     the schema metadata."""
     import pyarrow as pa
@@ -106,7 +107,7 @@ def snapshot_table(columns: tuple, progress: dict[str, Any] | None):
     videos, minutes, counts, watches = columns
     return pa.table({"video_id": pa.array(videos, pa.string()), "minute": pa.array(minutes, pa.int8()),
                      "count": pa.array(counts, pa.int64()), "watch_ms": pa.array(watches, pa.int64())},
-                    metadata={"progress": json.dumps(progress)})
+                    metadata={"progress": json.dumps(progress.record if progress else None)})
 
 
 class HourSnapshot:
@@ -118,7 +119,7 @@ class HourSnapshot:
         import pyarrow.compute as pc
 
         meta = table.schema.metadata or {}
-        self.progress = json.loads(meta.get(b"progress", b"null"))
+        self.progress = Progress.parse(json.loads(meta.get(b"progress", b"null")))
         self.age_s = age_s
         table = table.sort_by("video_id")
         self.minute = table["minute"].to_numpy().astype(np.int64)

@@ -57,23 +57,9 @@ def _check_kafka() -> str:
 
 
 def _check_hbase() -> str:
-    from schemas.rowkey import tables as table_specs
-    from speed_layer.store import ttl_mismatches
-
-    res = resources()
-    tables = res.speed._with_retry("tables", lambda conn: conn.tables())
-    want = {res.cfg.hbase.speed_table, res.cfg.hbase.top_table, res.cfg.hbase.meta_table}
-    missing = want - {t.decode() for t in tables}
-    if missing:
-        raise RuntimeError(f"tables missing: {', '.join(sorted(missing))}")
-    # A table whose TTL is not the config's would answer 0 for the buckets between the two TTLs
-    # (the API flags beyond_retention from the config's): read the TTLs on every call, never cached.
-    specs = [s for s in table_specs(res.cfg) if s.name in want]
-    differ = res.speed._with_retry("table ttls", lambda conn: ttl_mismatches(conn, specs))
-    if differ:
-        raise RuntimeError("; ".join(m.describe() for m in differ)
-                           + "; run `tally stack up` to alter the table(s) to the config's TTL")
-    return "speed, top and meta tables present, TTLs as configured"
+    # Read on every call, never cached: a table whose TTL is not the config's would answer 0 for
+    # the buckets between the two TTLs (the API flags beyond_retention from the config's).
+    return resources().speed.check()
 
 
 def _check_lake() -> str:
@@ -114,18 +100,16 @@ def readyz():
 
 
 def _freshness_ms() -> dict[str, int | None]:
-    from schemas.event import parse_rfc3339_ms
-
     res = resources()
     out: dict[str, int | None] = {"horizon_ms": res.batch.snapshot().horizon_ms}
     try:
-        p = res.speed.read_progress() or {}
+        p = res.speed.progress()
     except Exception:  # noqa: BLE001 - HBase down: the horizon is still worth reporting
         metrics.BACKEND_ERRORS.labels("hbase").inc()
         return out
-    for key, field in (("speed_updated_ms", "updated_at"), ("speed_max_event_ms", "max_event_time"),
-                       ("speed_watermark_ms", "watermark")):
-        out[key] = parse_rfc3339_ms(str(p[field])) if p.get(field) else None
+    out["speed_updated_ms"] = p.updated_at_ms if p else None
+    out["speed_max_event_ms"] = p.max_event_time_ms if p else None
+    out["speed_watermark_ms"] = p.watermark_ms if p else None
     return out
 
 

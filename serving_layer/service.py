@@ -18,7 +18,7 @@ from schemas.granularity import DAY_MS, HOUR_MS, MINUTE_MS
 from adapters import log
 from schemas.config import TallyConfig
 from schemas.errors import DependencyError, describe, public
-from schemas.event import format_ms, parse_rfc3339_ms
+from schemas.event import format_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.buckets import Buckets
 from serving_layer.hourshare import HourSnapshot, SharedHours
@@ -27,6 +27,8 @@ from serving_layer.params import CountsQuery, TopQuery
 from serving_layer.plan import Part, plan
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
+from speed_layer import open_speed_views
+from speed_layer.views import Progress, SpeedViews
 
 LOG = log.get("serve")
 
@@ -43,7 +45,7 @@ class Resources:
         self._counts_cache: SpeedHourCache | None = None
         self._video_index: VideoIndex | None = None
         self.counts_rate = RateMeter()
-        self._progress: tuple[float, dict[str, Any] | None] | None = None
+        self._progress: tuple[float, Progress | None] | None = None
         # Top-K's open-hour totals shared with the other workers of this host (files only).
         self.hour_share = SharedHours(cfg.state_path / "run" / "top-hours", cfg.serve.top_ttl_s)
 
@@ -64,14 +66,11 @@ class Resources:
         return self._batch
 
     @property
-    def speed(self):
+    def speed(self) -> SpeedViews:
         self._check_pid()
         if self._speed is None:
-            from speed_layer.store import HBaseSpeedStore
-
             s = self.cfg.serve
-            serving_cfg = self.cfg.replace(hbase={"timeout_ms": s.hbase_timeout_ms})
-            self._speed = HBaseSpeedStore(serving_cfg, retry_s=s.hbase_retry_s)
+            self._speed = open_speed_views(self.cfg, s.hbase_timeout_ms, s.hbase_retry_s)
         return self._speed
 
     @property
@@ -99,14 +98,14 @@ class Resources:
             self._counts_cache = SpeedHourCache(self.cfg.serve.counts_cache_mb << 20)
         return self._counts_cache
 
-    def progress(self) -> dict[str, Any] | None:
+    def progress(self) -> Progress | None:
         """The speed layer's progress record, read again once older than
         ``serve.progress_ttl_s`` (the layer writes it once per micro-batch, seconds apart)."""
         self._check_pid()
         kept, now = self._progress, time.monotonic()
         if kept is not None and now - kept[0] < self.cfg.serve.progress_ttl_s:
             return kept[1]
-        record = self.speed.read_progress()
+        record = self.speed.progress()
         self._progress = (now, record)
         return record
 
@@ -136,34 +135,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _iso(value: Any) -> str | None:
-    """A progress-record time as RFC 3339 UTC with milliseconds (None stays None)."""
-    if not value:
-        return None
-    ms = parse_rfc3339_ms(str(value))
-    return format_ms(ms) if ms is not None else str(value)
+_NO_TIMES = {"speed_max_event_time": None, "speed_watermark": None, "speed_updated_at": None}
 
 
-_fresh: tuple = (None, None)  # the last progress record seen, and what freshness takes of it
-
-
-def freshness(progress: dict[str, Any] | None, now_ms: int) -> dict[str, Any]:
-    global _fresh
-    seen, parts = _fresh  # one read: another thread may replace it meanwhile
-    if progress is None or seen is not progress:  # a record is read again every second or so
-        p = progress or {}
-        max_et = p.get("max_event_time")
-        parts = ({"speed_max_event_time": _iso(max_et), "speed_watermark": _iso(p.get("watermark")),
-                  "speed_updated_at": _iso(p.get("updated_at"))},
-                 parse_rfc3339_ms(str(max_et)) if max_et else None, p.get("dropped_late"))
-        _fresh = (progress, parts)
-    known, max_ms, dropped = parts
-    return {**known,
+def freshness(progress: Progress | None, now_ms: int) -> dict[str, Any]:
+    if progress is None:
+        return {**_NO_TIMES, "lag_seconds": None, "dropped_late": None}
+    max_ms = progress.max_event_time_ms
+    return {**progress.times,
             "lag_seconds": round((now_ms - max_ms) / 1000, 3) if max_ms is not None else None,
-            "dropped_late": dropped}
+            "dropped_late": progress.dropped_late}
 
 
-def _speed_progress(res: Resources) -> tuple[dict[str, Any] | None, str | None]:
+def _speed_progress(res: Resources) -> tuple[Progress | None, str | None]:
     try:
         return res.progress(), None
     except Exception as exc:  # noqa: BLE001
@@ -183,7 +167,7 @@ def _speed_failure(exc: BaseException) -> str:
     return f"hbase: {describe(exc)}"
 
 
-def _speed_part(res: Resources, p, read) -> tuple[dict | None, str | None, tuple | None]:
+def _speed_part(res: Resources, p, read) -> tuple[Progress | None, str | None, tuple | None]:
     """Run ``read`` (which adds the speed minutes of the plan's speed parts, and may return the
     progress record it read) and read the progress record unless it did: (progress, speed error,
     a 503 answer when nothing at all can be answered)."""
@@ -294,7 +278,7 @@ DAY_BYTES = 128 + 24 * 120 * 8  # a kept day: 24 such rows
 
 
 def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: int,
-                  progress: dict[str, Any] | None, now_ms: int, shared: bool = False):
+                  progress: Progress | None, now_ms: int, shared: bool = False):
     """Per-minute (counts, watch_ms) numpy arrays of one (video, event type) over ``[lo, hi)``,
     and the progress record of the oldest open-hour snapshot used (None: none was used).
 
@@ -312,7 +296,7 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
     end = grid.shape[0] * hour + first
     limit = min(hi, data_limit_ms(res.cfg, now_ms))
     cache = res.counts_cache
-    watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
+    watermark = progress.watermark_ms if progress else None
     caching = cache.enabled and watermark is not None
     closed_end = watermark // hour * hour if watermark is not None else first  # h < it: closed
 
@@ -380,17 +364,15 @@ def speed_minutes(res: Resources, video_id: str, event_type: str, lo: int, hi: i
     return grid[:, :60].reshape(-1)[off:off + n], grid[:, 60:].reshape(-1)[off:off + n], as_of
 
 
-def _oldest(records: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+def _oldest(records: list[Progress | None]) -> Progress | None:
     """Of progress records, the one written first (None when there are none)."""
-    known = [r for r in records if r]
-    return min(known, key=lambda r: parse_rfc3339_ms(str(r.get("updated_at") or "")) or 0,
-               default=None)
+    return min((r for r in records if r), key=lambda r: r.updated_at_ms or 0, default=None)
 
 
 def _open_hour(res: Resources, event_type: str, hour_ms: int) -> HourSnapshot:
     """A snapshot of one open hour (every video's minutes), shared by the host's workers."""
     def read():
-        progress = res.speed.read_progress()  # BEFORE the scan: the snapshot holds at least it
+        progress = res.speed.progress()  # BEFORE the scan: the snapshot holds at least it
         return res.speed.hour_minutes(event_type, hour_ms), progress
 
     h = res.cfg.hbase
@@ -514,7 +496,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
     speed_days: list[tuple[int, int]] = []  # closed whole days of the speed part
     speed_hours: list[tuple[int, int]] = []  # other closed whole hours
     volatile: list[Sparse] = []
-    snapshots: list[dict[str, Any] | None] = []  # progress records of the open-hour snapshots
+    snapshots: list[Progress | None] = []  # progress records of the open-hour snapshots
     limit = data_limit_ms(cfg, now_ms)
     hour = HOUR_MS
 
@@ -552,7 +534,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
 
     def add_minutes():
         progress = res.progress()  # BEFORE any speed row: it says which hours are closed
-        watermark = parse_rfc3339_ms(str((progress or {}).get("watermark") or ""))
+        watermark = progress.watermark_ms if progress else None
         for part in p.parts("speed"):
             add_part(part.lo, part.hi, watermark)
         # The whole-day sum with the closed speed days: their reads only when it is not kept.

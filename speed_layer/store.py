@@ -1,4 +1,5 @@
-"""The speed views' store: a small interface and its one real implementation on HBase.
+"""The speed views' store on HBase: what the streaming job writes, and the read interface of
+speed_layer/views.py implemented over the same tables.
 
 Writes are ABSOLUTE values (``put`` of the whole count of a minute), never increments, so a
 micro-batch replayed after a crash writes the same cells again and changes nothing. happybase is
@@ -16,12 +17,13 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Iterator
 
 from adapters import log
 from schemas import rowkey
 from schemas.config import TallyConfig
 from schemas.errors import DependencyError
+from speed_layer.views import DayCounters, MinuteCount, Progress
 
 LOG = log.get("speed.store")
 _LONG = struct.Struct(">q")
@@ -30,49 +32,6 @@ ARCHIVE_ROW = b"progress:archive"
 # Per UTC day of event time: the events dropped as late and those left out as ahead of the
 # clock, one cell per day (only the streaming job's listener writes it).
 COUNTERS_ROW = b"counters:speed"
-
-
-@dataclass(frozen=True)
-class MinuteCount:
-    video_id: str
-    event_type: str
-    minute_ms: int
-    count: int
-    watch_ms: int
-
-
-class SpeedStore(Protocol):
-    """What the speed layer writes and the serving layer reads."""
-
-    def write_minutes(self, rows: Iterable[MinuteCount]) -> int: ...
-
-    def read_minutes(self, video_id: str, event_type: str, from_ms: int,
-                     to_ms: int) -> list[MinuteCount]: ...
-
-    def scan_type_minutes(self, event_type: str, from_ms: int, to_ms: int) -> list[MinuteCount]:
-        """Every video's minutes of one event type in the hours ``[from_ms, to_ms)`` (from the
-        top-K table: one contiguous scan, for the audit and top-K)."""
-        ...
-
-    def hour_totals(self, event_type: str, from_ms: int,
-                    to_ms: int) -> tuple[list[int], list[str], list[int], list[int]]:
-        """Every video's totals per UTC hour over the hours ``[from_ms, to_ms)``, as columns:
-        hour start, video id, count, watch_ms (one contiguous scan of the top-K table)."""
-        ...
-
-    def hour_minutes(self, event_type: str, hour_ms: int) -> tuple[list[str], list[int],
-                                                                    list[int], list[int]]:
-        """Every video's minutes of one event type in one UTC hour (one contiguous scan of the
-        top-K table), as columns: video id, minute of the hour, count, watch_ms."""
-        ...
-
-    def write_progress(self, record: dict[str, Any], row: bytes = PROGRESS_ROW) -> None: ...
-
-    def read_progress(self, row: bytes = PROGRESS_ROW) -> dict[str, Any] | None: ...
-
-    def add_day_counters(self, deltas: dict[str, list[int]]) -> None: ...
-
-    def read_day_counters(self, day: str) -> dict[str, int]: ...
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -281,6 +240,9 @@ class HBaseSpeedStore:
             self.cfg.hbase.meta_table).row(row, columns=[b"p:record"]))
         return json.loads(cells[b"p:record"]) if cells else None
 
+    def progress(self) -> Progress | None:
+        return Progress.parse(self.read_progress())
+
     def add_day_counters(self, deltas: dict[str, list[int]]) -> None:
         """Add [dropped late, ahead of the clock] to each day's counters (read, add, put: the
         listener is the only writer)."""
@@ -306,6 +268,24 @@ class HBaseSpeedStore:
         cells = self._with_retry("read_day_counters", lambda conn: conn.table(
             self.cfg.hbase.meta_table).row(COUNTERS_ROW, columns=[col]))
         return json.loads(cells[col]) if col in cells else {"dropped_late": 0, "ahead_of_clock": 0}
+
+    def check(self) -> str:
+        """The speed, top and meta tables exist with the config's TTLs (else RuntimeError)."""
+        want = {self.cfg.hbase.speed_table, self.cfg.hbase.top_table, self.cfg.hbase.meta_table}
+        tables = self._with_retry("tables", lambda conn: conn.tables())
+        missing = want - {t.decode() for t in tables}
+        if missing:
+            raise RuntimeError(f"tables missing: {', '.join(sorted(missing))}")
+        specs = [s for s in rowkey.tables(self.cfg) if s.name in want]
+        differ = self._with_retry("table ttls", lambda conn: ttl_mismatches(conn, specs))
+        if differ:
+            raise RuntimeError("; ".join(m.describe() for m in differ)
+                               + "; run `tally stack up` to alter the table(s) to the config's TTL")
+        return "speed, top and meta tables present, TTLs as configured"
+
+    def day_counters(self, day: str) -> DayCounters:
+        c = self.read_day_counters(day)
+        return DayCounters(int(c.get("dropped_late", 0)), int(c.get("ahead_of_clock", 0)))
 
 
 def write_partition(cfg: TallyConfig, rows: Iterator[Any]) -> None:

@@ -8,7 +8,7 @@ equal the truth, the speed part must lie between the on-time count and the full 
 drops events later than its watermark; the batch does not). It writes a PNG chart of one video's
 merged counts and leaves the API and the dashboard running until Ctrl-C, then stops what it started.
 
-Each run owns its names (``tally.devstack.demo.<run>.events``, HBase tables ``demo<run>_*``, a lake prefix
+Each run owns its names (``tally.demo.<run>.events``, HBase tables ``demo<run>_*``, a lake prefix
 of its own) so runs never mix; the previous run's tables, topics and files are removed first.
 """
 
@@ -28,7 +28,7 @@ from adapters import log
 from schemas.config import TallyConfig, load_config
 from schemas.errors import TallyError
 
-LOG = log.get("tally.devstack.demo")
+LOG = log.get("tally.demo")
 STEPS = 7
 SHOWN_VIDEOS = 5
 
@@ -67,7 +67,7 @@ def _remove_previous_runs(cfg: TallyConfig, demo_root: Path) -> None:
         conn.close()
     admin = KafkaAdminClient(bootstrap_servers=cfg.kafka.bootstrap_servers)
     try:
-        old = [t for t in admin.list_topics() if t.startswith("tally.devstack.demo.")]
+        old = [t for t in admin.list_topics() if t.startswith("tally.demo.")]
         if old:
             admin.delete_topics(old)
     finally:
@@ -81,8 +81,8 @@ def _demo_env(cfg: TallyConfig, run: str, run_dir: Path, lake: str,
     env = dict(os.environ)
     env.update({
         "TALLY_STATE_DIR": str(run_dir / "state"),
-        "TALLY_KAFKA__TOPIC": f"tally.devstack.demo.{run}.events",
-        "TALLY_KAFKA__DLQ_TOPIC": f"tally.devstack.demo.{run}.events.dlq",
+        "TALLY_KAFKA__TOPIC": f"tally.demo.{run}.events",
+        "TALLY_KAFKA__DLQ_TOPIC": f"tally.demo.{run}.events.dlq",
         "TALLY_HBASE__TABLE_PREFIX": f"demo{run}",
         "TALLY_LAKE__URI": (f"s3a://{cfg.lake.bucket}/demo/{run}" if lake == "s3"
                             else (run_dir / "lake").as_uri()),

@@ -15,7 +15,8 @@ from serving_layer.app import create_app
 from serving_layer.batch import ByteLRU, IndexedView
 from serving_layer.params import parse_counts, parse_top
 from serving_layer.sizes import ENTRY, key_bytes
-from speed_layer.store import MinuteCount
+from speed_layer import open_speed_views
+from speed_layer.views import DayCounters, MinuteCount, Progress, SpeedViews
 from tests.integration.servekit import publish_minutes, view_table
 
 DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
@@ -75,11 +76,33 @@ class FakeSpeed:
         return ([h for h, _ in keys], [v for _, v in keys], [sums[k][0] for k in keys],
                 [sums[k][1] for k in keys])
 
-    def read_progress(self):
+    def progress(self):
         self._check()
         self.progress_reads += 1
-        return {"max_event_time": "2025-11-26T10:00:00.000Z", "watermark": self.watermark,
-                "updated_at": f"2025-11-26T10:00:{1 + self.progress_reads:02d}Z"}
+        return Progress.parse({"max_event_time": "2025-11-26T10:00:00.000Z", "watermark": self.watermark,
+                               "updated_at": f"2025-11-26T10:00:{1 + self.progress_reads:02d}Z"})
+
+    def day_counters(self, day):
+        self._check()
+        return DayCounters()
+
+    def check(self):
+        self._check()
+        return "fake speed views"
+
+
+def test_the_stand_in_and_the_store_offer_the_speed_read_interface(tmp_path):
+    from speed_layer.store import HBaseSpeedStore
+
+    cfg = load_config(environ={}, overrides={"state_dir": str(tmp_path)})
+    assert isinstance(FakeSpeed([]), SpeedViews)
+    assert isinstance(open_speed_views(cfg, timeout_ms=1234), HBaseSpeedStore)
+    assert isinstance(open_speed_views(cfg), SpeedViews)
+    assert open_speed_views(cfg, timeout_ms=1234).cfg.hbase.timeout_ms == 1234
+    p = Progress.parse({"batch_id": 7, "watermark": "2025-11-26T09:50:00Z", "dropped_late": 3})
+    assert (p.batch_id, p.watermark_ms, p.dropped_late, p.max_event_time_ms) == \
+        (7, D0_MS + 2 * DAY + 9 * HOUR + 50 * MIN, 3, None)
+    assert p.times["speed_watermark"] == "2025-11-26T09:50:00.000Z"
 
 
 @pytest.fixture

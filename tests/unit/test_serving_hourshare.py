@@ -7,7 +7,9 @@ import threading
 import time
 
 from serving_layer.hourshare import HourSnapshot, SharedHours
+from schemas.event import parse_rfc3339_ms
 from serving_layer.topk import VideoIndex, add_up, top_k
+from speed_layer.views import Progress
 
 
 class Reader:
@@ -26,7 +28,7 @@ class Reader:
         time.sleep(self.seconds)
         t = dict(self.totals)
         return (list(t), [0] * len(t), [c for c, _ in t.values()], [w for _, w in t.values()]), \
-            {"updated_at": f"call {self.calls}"}
+            Progress.parse({"batch_id": self.calls, "updated_at": f"2025-11-26T10:00:{self.calls:02d}Z"})
 
 
 def rows(table) -> dict[str, tuple[int, int]]:
@@ -42,7 +44,8 @@ def test_one_worker_scans_the_others_read_its_copy_until_it_is_older_than_the_tt
     table, age = b.load("h.t.view.0", read)
     assert rows(table) == {"v1": (3, 30), "v2": (1, 0)} and 0 <= age < 2.0
     assert read.calls == 1
-    assert HourSnapshot(table, age, VideoIndex()).progress == {"updated_at": "call 1"}
+    kept = HourSnapshot(table, age, VideoIndex()).progress
+    assert kept.batch_id == 1 and kept.record == {"batch_id": 1, "updated_at": "2025-11-26T10:00:01Z"}
     path = tmp_path / "h.t.view.0.arrow"
     os.utime(path, (time.time() - 2.5, time.time() - 2.5))  # the copy is now older than the TTL
     table, age = b.load("h.t.view.0", read)
@@ -80,13 +83,13 @@ def test_a_snapshot_gives_each_videos_minutes_and_totals():
 
     table = pa.table({"video_id": ["b", "a", "b", "c"], "minute": pa.array([7, 0, 3, 59], pa.int8()),
                       "count": [2, 5, 1, 4], "watch_ms": [20, 50, 10, 40]},
-                     metadata={"progress": '{"watermark": "x"}'})
+                     metadata={"progress": '{"watermark": "2025-11-26T09:50:00Z"}'})
     index = VideoIndex()
     snap = HourSnapshot(table, 0.5, index)
     m, c, w = snap.minutes("b")
     assert sorted(zip(m.tolist(), c.tolist(), w.tolist())) == [(3, 1, 10), (7, 2, 20)]
     assert [x.tolist() for x in snap.minutes("zz")] == [[], [], []]
     assert top_k(index, add_up(index, None, [snap.totals]), 10) == [("a", 5, 50), ("c", 4, 40), ("b", 3, 30)]
-    assert snap.progress == {"watermark": "x"} and snap.totals.age_s == 0.5
+    assert snap.progress.watermark_ms == parse_rfc3339_ms("2025-11-26T09:50:00Z") and snap.totals.age_s == 0.5
     empty = HourSnapshot(table.slice(0, 0), 0.0, index)
     assert len(empty.totals.idx) == 0 and [x.tolist() for x in empty.minutes("a")] == [[], [], []]

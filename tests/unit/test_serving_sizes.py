@@ -16,6 +16,7 @@ from serving_layer.batch import ByteLRU, IndexedView
 from serving_layer.hourshare import HourSnapshot, snapshot_table
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up
+from speed_layer.views import Progress
 
 
 def measured(fill) -> tuple[int, int]:
@@ -60,7 +61,8 @@ def speed_cache(kind: str):
             n = 500
             cols = ([vid(rng.randrange(3000)) for _ in range(n)], [j % 60 for j in range(n)],
                     list(range(n)), list(range(n)))
-            snap = HourSnapshot(snapshot_table(cols, {"watermark": "x"}), 0.0, index)
+            progress = Progress.parse({"watermark": "2025-11-26T09:50:00Z", "batch_id": i})
+            snap = HourSnapshot(snapshot_table(cols, progress), 0.0, index)
             cache.put(("tally_top", "view", i), snap, False, snap.nbytes)
     return cache
 
