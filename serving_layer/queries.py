@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from serving_layer import service
 from serving_layer.context import resources, tally_cfg
@@ -11,19 +11,15 @@ from serving_layer.params import parse_counts, parse_top
 bp = Blueprint("queries", __name__)
 
 
-def _answer(status: int, body: dict, headers: dict) -> tuple[Response, int, dict]:
-    return jsonify(body), status, headers
-
-
 # Any text between the slashes reaches parse_video_id, which answers a bad one with a 400
 # naming video_id (werkzeug's own converters stop at a newline: a 404 that names nothing).
 @bp.get("/v1/videos/<any_text:video_id>/counts", merge_slashes=False)
 def get_counts(video_id: str):
     q = parse_counts(video_id, request.args, tally_cfg())
-    return _answer(*service.counts(resources(), q))
+    return jsonify(service.counts(resources(), q))
 
 
 @bp.get("/v1/top")
 def get_top():
     q = parse_top(request.args, tally_cfg())
-    return _answer(*service.top(resources(), q))
+    return jsonify(service.top(resources(), q))

@@ -154,11 +154,14 @@ def _speed_progress(res: Resources) -> tuple[Progress | None, str | None]:
         return None, _speed_failure(exc)
 
 
-def _speed_failure(exc: BaseException) -> str:
+def _speed_failure(exc: BaseException, answered: bool = True) -> str:
+    """The public text of a failed speed read, counted (``answered``: the request is answered
+    without the speed part; else the error handler counts the dependency's failure)."""
     from serving_layer import metrics
 
     metrics.SPEED_FAILURES.inc()
-    metrics.BACKEND_ERRORS.labels("hbase").inc()
+    if answered:
+        metrics.BACKEND_ERRORS.labels("hbase").inc()
     if isinstance(exc, DependencyError):
         return public(str(exc))
     # Thrift errors carry the server's whole Java stack trace: its first line says enough.
@@ -167,22 +170,22 @@ def _speed_failure(exc: BaseException) -> str:
     return f"hbase: {describe(exc)}"
 
 
-def _speed_part(res: Resources, p, read) -> tuple[Progress | None, str | None, tuple | None]:
+def _speed_part(res: Resources, p, read) -> tuple[Progress | None, str | None]:
     """Run ``read`` (which adds the speed minutes of the plan's speed parts, and may return the
-    progress record it read) and read the progress record unless it did: (progress, speed error,
-    a 503 answer when nothing at all can be answered)."""
+    progress record it read) and read the progress record unless it did: (progress, speed error).
+    DependencyError when the speed views fail and nothing else answers any of the range."""
     if not p.parts("speed"):
-        progress, _ = _speed_progress(res)
-        return progress, None, None
+        return _speed_progress(res)[0], None
     try:
         progress = read()
-        return (progress if progress is not None else res.progress()), None, None
+        return (progress if progress is not None else res.progress()), None
     except Exception as exc:  # noqa: BLE001 - any speed-store failure: answer without it
-        error = _speed_failure(exc)
-    if not p.parts("batch"):
-        return None, error, (503, {"error": f"{error} (the whole range is answered by the speed "
-                                            f"views)", "dependency": "hbase"}, {"Retry-After": "5"})
-    return None, error, None
+        whole = not p.parts("batch")
+        error = _speed_failure(exc, answered=not whole)
+    if whole:
+        raise DependencyError("hbase", f"{error.removeprefix('hbase: ')} (the whole range is "
+                                       f"answered by the speed views)")
+    return None, error
 
 
 def query_plan(res: Resources, snap: Snapshot, from_ms: int, to_ms: int, size: int,
@@ -200,8 +203,8 @@ def _state_fields(snap: Snapshot, p) -> dict[str, Any]:
             "pinned_days": snap.state.pinned_days(p.from_ms, p.to_ms)}
 
 
-def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
-    """(status, body, headers) of ``GET /v1/videos/{id}/counts``."""
+def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> dict[str, Any]:
+    """The answer of ``GET /v1/videos/{id}/counts`` (DependencyError: nothing can answer)."""
     now_ms = _now_ms() if now_ms is None else now_ms
     cfg = res.cfg
     snap: Snapshot = res.batch.snapshot()  # ONE state of the publication log for this request
@@ -243,9 +246,7 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
         # An open hour from a snapshot: freshness as of the oldest snapshot used.
         return _oldest(snapshots) or progress
 
-    progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
-    if unavailable:
-        return unavailable
+    progress, speed_error = _speed_part(res, p, add_minutes)
 
     total, watch_total = int(count.sum()), int(watch.sum())  # the speed part is 0 when unread
     buckets = Buckets(q.from_ms, q.to_ms, size, count, watch, p.runs(), bool(speed_error))
@@ -270,7 +271,7 @@ def counts(res: Resources, q: CountsQuery, now_ms: int | None = None) -> tuple[i
         body.setdefault("warnings", []).append(
             f"buckets before {format_ms(p.retention_floor_ms)} after the batch horizon lie beyond "
             f"speed retention ({cfg.hbase.speed_ttl_days} days): their counts may be incomplete")
-    return 200, body, {}
+    return body
 
 
 HOUR_BYTES = 112 + 120 * 8  # a kept hour: a numpy row of 60 counts then 60 watch_ms
@@ -463,8 +464,8 @@ def _split_closed(a: int, b: int) -> tuple[list[tuple[int, int]], list[tuple[int
     return days, hours
 
 
-def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, dict, dict]:
-    """(status, body, headers) of ``GET /v1/top``."""
+def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> dict[str, Any]:
+    """The answer of ``GET /v1/top`` (DependencyError: nothing can answer)."""
     now_ms = _now_ms() if now_ms is None else now_ms
     cfg = res.cfg
     snap = res.batch.snapshot()
@@ -545,9 +546,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
         # Open hours from snapshots: the answer's freshness is that of the oldest one used.
         return _oldest(snapshots) or progress
 
-    progress, speed_error, unavailable = _speed_part(res, p, add_minutes)
-    if unavailable:
-        return unavailable
+    progress, speed_error = _speed_part(res, p, add_minutes)
     if speed_error or not p.parts("speed"):  # what the speed part read before it failed is not used
         speed_kept.clear()
         volatile.clear()
@@ -577,7 +576,7 @@ def top(res: Resources, q: TopQuery, now_ms: int | None = None) -> tuple[int, di
             f"part of the range after the batch horizon lies beyond speed retention "
             f"({cfg.hbase.speed_ttl_days} days): counts may be incomplete")
         body["beyond_retention"] = True
-    return 200, body, {}
+    return body
 
 
 def _interior_sum(res: Resources, index: VideoIndex, keys: list[tuple],

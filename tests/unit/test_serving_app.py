@@ -210,7 +210,7 @@ def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
     def snapshots() -> int:  # scans of the open hours (closed ones are read once per worker)
         return sum(1 for h in speed.hour_reads if h >= start + 9 * HOUR)
 
-    top = service.top(res, parse_top(q, cfg), now)[1]
+    top = service.top(res, parse_top(q, cfg), now)
     assert top["items"] == [{"video_id": "v1", "count": 10, "watch_ms": 80},
                             {"video_id": "v2", "count": 9, "watch_ms": 0}]
     # Hours 09:00, 10:00 and 11:00 are open: one snapshot each, the progress record read before
@@ -218,7 +218,7 @@ def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
     assert snapshots() == 3
     assert top["freshness"]["speed_updated_at"] == "2025-11-26T10:00:03.000Z"
     cq = parse_counts("v1", {**q, "granularity": "hour"}, cfg)
-    body = service.counts(res, cq, now)[1]
+    body = service.counts(res, cq, now)
     assert [b["count"] for b in body["buckets"]][:12] == [0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 2, 0]
     # The open hours were not scanned: the one scan covers the closed hours only.
     assert speed.scans == [(start, start + 9 * HOUR)] and snapshots() == 3
@@ -226,14 +226,14 @@ def test_open_hours_come_from_one_snapshot_shared_by_the_workers(setup):
     # Another worker of the host (its own resources, the same state directory) reads the files.
     other = service.Resources(cfg)
     other._speed = speed
-    assert service.top(other, parse_top(q, cfg), now)[1]["items"] == top["items"]
+    assert service.top(other, parse_top(q, cfg), now)["items"] == top["items"]
     assert snapshots() == 3
     # Off, or on in a worker answering fewer counts requests per second than
     # serve.counts_shared_min_rate: counts scan their open hours on every request.
     for serve in ({"counts_open_shared": False}, {"counts_shared_min_rate": 1e9}):
         res.cfg = cfg.replace(serve=serve)
         scans = len(speed.scans)
-        assert [b["count"] for b in service.counts(res, cq, now)[1]["buckets"]][9:11] == [7, 2]
+        assert [b["count"] for b in service.counts(res, cq, now)["buckets"]][9:11] == [7, 2]
         # ... up to now + events.max_future + a minute: no row can lie after that.
         assert speed.scans[scans:] == [(start + 9 * HOUR, start + 11 * HOUR + 31 * MIN)]
 
@@ -267,7 +267,8 @@ def test_hbase_down_flags_and_503(setup):
         [(5, "batch", False), (None, "speed", True)]
     r = c.get("/v1/videos/v1/counts", query_string={"from": iso(D0_MS + DAY), "to": iso(D0_MS + 2 * DAY)})
     assert r.status_code == 503 and r.headers["Retry-After"] == "5"
-    assert r.json["dependency"] == "hbase" and r.json["error"].startswith("hbase:")
+    assert r.json["dependency"] == "hbase" and r.json["error"].startswith("hbase: connection refused")
+    assert r.json["error"].endswith("(the whole range is answered by the speed views)")
     # Entirely before the horizon: no speed needed, answered, freshness unknown.
     r = c.get("/v1/videos/v1/counts", query_string={"from": iso(D0_MS), "to": iso(D0_MS + DAY)})
     assert r.status_code == 200 and r.json["total"] == 5 and not r.json["speed_unavailable"]

@@ -57,13 +57,13 @@ def hour_files(cfg) -> list[str]:
 def test_a_400_day_top_k_in_the_future_reads_nothing_and_writes_no_file(tmp_path):
     cfg, res = world(tmp_path)
     q = parse_top({"from": iso(NOW + DAY), "to": iso(NOW + 400 * DAY), "k": "10"}, cfg)
-    status, body, _ = service.top(res, q, NOW)
-    assert status == 200 and body["items"] == []
+    body = service.top(res, q, NOW)
+    assert "speed_unavailable" in body and body["items"] == []
     assert res._speed.data_calls == [] and hour_files(cfg) == []
     # Counts too: every bucket listed, none read.
     cq = parse_counts("v1", {"from": iso(NOW + DAY), "to": iso(NOW + 400 * DAY)}, cfg)
-    status, body, _ = service.counts(res, cq, NOW)
-    assert status == 200 and len(body["buckets"]) == 399 * 24 + 1 and body["total"] == 0
+    body = service.counts(res, cq, NOW)
+    assert not body["speed_unavailable"] and len(body["buckets"]) == 399 * 24 + 1 and body["total"] == 0
     assert res._speed.data_calls == []
 
 
@@ -78,8 +78,8 @@ def test_a_400_day_top_k_over_an_empty_installation_reads_once(tmp_path, waterma
         res._speed.data_calls.clear()
         q = parse_top({"from": iso(NOW - 399 * DAY + shift), "to": iso(NOW + HOUR + shift),
                        "k": "10"}, cfg)
-        status, body, _ = service.top(res, q, NOW)
-        assert status == 200 and body["items"] == [{"video_id": "v1", "count": 4, "watch_ms": 40}]
+        body = service.top(res, q, NOW)
+        assert not body["speed_unavailable"] and body["items"] == [{"video_id": "v1", "count": 4, "watch_ms": 40}]
         assert len(res._speed.data_calls) <= 2 + service.SHARED_OPEN_HOURS + 3, res._speed.data_calls
         seen_files |= set(hour_files(cfg))
     assert len(seen_files) <= service.SHARED_OPEN_HOURS + 3, seen_files
@@ -96,7 +96,7 @@ def test_moving_an_end_of_a_long_top_k_by_a_minute_sums_only_the_ends(tmp_path, 
     for i, end in enumerate((D0_MS - 30 * MIN, D0_MS - 29 * MIN, D0_MS - 28 * MIN)):
         sums.clear()
         q = parse_top({"from": iso(start + 3 * MIN), "to": iso(end), "k": "5"}, cfg)
-        body = service.top(res, q, NOW)[1]
+        body = service.top(res, q, NOW)
         # The first minutes of day 0 (v1's 5th minute counted) and all of day 11 but its last
         # half hour.
         assert {x["video_id"]: x["count"] for x in body["items"]} == expected
@@ -113,9 +113,9 @@ def test_counts_over_a_long_range_cache_days_not_hours(tmp_path):
     res._speed.watermark = iso(D0_MS + 40 * DAY)
     now = D0_MS + 40 * DAY + HOUR
     cq = parse_counts("v1", {"from": iso(D0_MS), "to": iso(D0_MS + 30 * DAY)}, cfg)
-    body = service.counts(res, cq, now)[1]
+    body = service.counts(res, cq, now)
     assert body["total"] == 1
     assert len(res.counts_cache._entries) == 30
     res._speed.data_calls.clear()
-    assert service.counts(res, cq, now)[1]["total"] == 1
+    assert service.counts(res, cq, now)["total"] == 1
     assert res._speed.data_calls == []  # all kept: closed days cannot change
