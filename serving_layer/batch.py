@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import collections
 import functools
 import threading
 import time
@@ -29,7 +28,8 @@ from batch_layer.published import BatchState
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
 from schemas.errors import DependencyError, TallyError, describe
-from serving_layer.sizes import ENTRY, OBJECT, array_bytes, key_bytes
+from serving_layer.cache import ByteCache
+from serving_layer.sizes import OBJECT, array_bytes, json_bytes
 from speed_layer.archive_index import ArchiveIndex
 
 LOG = log.get("serve.batch")
@@ -64,6 +64,9 @@ def per_video_schema():
 
     return pa.schema([("video_id", pa.string()), ("count", pa.int64()), ("watch_ms", pa.int64())])
 
+
+# Publication entries a worker keeps (a few KB each: thousands of days).
+ENTRY_CACHE_BYTES = 16 << 20
 
 SEP = b"\x1f"  # below every character of a video id or an event type: keeps the sort order
 
@@ -151,44 +154,6 @@ def _empty_view() -> IndexedView:
     return IndexedView(VIEW_SCHEMA.empty_table())
 
 
-class ByteLRU:
-    """A thread-safe LRU bounded by the bytes of its entries (values' ``nbytes``, keys, slots)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
-        self._items: collections.OrderedDict = collections.OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self._items.move_to_end(key)
-            return item[0]
-
-    def put(self, key: Any, value: Any) -> None:
-        size = value.nbytes + key_bytes(key) + ENTRY
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self.bytes -= old[1]
-            self._items[key] = (value, size)
-            self.bytes += size
-            # Always keep the newest item, even when it alone exceeds the budget.
-            while self.bytes > self.max_bytes and len(self._items) > 1:
-                _k, (_v, dropped) = self._items.popitem(last=False)
-                self.bytes -= dropped
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
 EMPTY_VIEW = _empty_view()
 
 
@@ -228,8 +193,9 @@ class BatchReader:
         self.views = BatchViews(cfg, self.catalog)
         if not self.catalog.store.uri.startswith("file://"):
             self.views.fs = _s3_fs_with_timeouts(cfg)
-        self.view_cache = ByteLRU(cfg.serve.cache_mb * 1024 * 1024)
-        self._entries: collections.OrderedDict = collections.OrderedDict()
+        self.view_cache = ByteCache(cfg.serve.cache_mb * 1024 * 1024)
+        # Publication entries never change once written: kept by (day, seq).
+        self._entries = ByteCache(ENTRY_CACHE_BYTES)
         self._snapshot: Snapshot | None = None
         self.index = ArchiveIndex(self.catalog.store)
         self._lock = threading.Lock()
@@ -261,11 +227,9 @@ class BatchReader:
 
     def entry(self, day: str, seq: int) -> dict[str, Any]:
         key = (day, seq)
-        with self._lock:
-            e = self._entries.get(key)
-            if e is not None:
-                self._entries.move_to_end(key)
-                return e
+        e = self._entries.get(key)
+        if e is not None:
+            return e
         import json
 
         data = _lake(f"reading the publication entry of {day}",
@@ -273,10 +237,7 @@ class BatchReader:
         if data is None:
             raise DependencyError("lake", f"publication entry {seq} of {day} is missing")
         e = json.loads(data)
-        with self._lock:
-            self._entries[key] = e
-            while len(self._entries) > 10_000:
-                self._entries.popitem(last=False)
+        self._entries.put(key, e, json_bytes(e))
         return e
 
     def version(self, snap: Snapshot, day: str) -> str | None:
@@ -299,7 +260,7 @@ class BatchReader:
             table = _lake(f"reading the {granularity} view of {day}",
                           lambda: self.views.read(e, granularity))
             v = IndexedView(table)
-            self.view_cache.put(key, v)
+            self.view_cache.put(key, v, v.nbytes)
             from serving_layer import metrics
 
             metrics.VIEW_LOADS.labels(granularity).inc()

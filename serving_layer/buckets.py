@@ -10,13 +10,14 @@ layout (range, bucket size, where the speed part starts, which buckets are flagg
 
 from __future__ import annotations
 
-import functools
+import sys
 from typing import Any, Iterator, Sequence
 
 import orjson
 
-from schemas.granularity import DAY_MS
 from schemas.event import format_ms
+from schemas.granularity import DAY_MS
+from serving_layer.cache import ByteCache
 
 
 
@@ -44,15 +45,24 @@ def _bucket(start: str, source: str, counted: bool, beyond: bool) -> str:
     return f'{{"start":"{start}",{numbers},"source":"{source}"{extra}}}'
 
 
-# A template holds ~80 bytes per bucket: 32 of them are at most ~26 MB (7 days of minutes each).
-@functools.lru_cache(maxsize=32)
+# A template holds ~80 bytes per bucket: a worker keeps up to 32 MB of them (a 7-day range of
+# minutes takes ~800 KB), least recently used out first.
+TEMPLATES = ByteCache(32 << 20)
+
+
 def _template(lo: int, hi: int, size: int, runs: tuple, unavailable: bool) -> bytes:
+    key = (lo, hi, size, runs, unavailable)
+    kept = TEMPLATES.get(key)
+    if kept is not None:
+        return kept
     starts = bucket_starts(lo, hi, size)
     parts = []
     for first, end, source, beyond in runs:
         counted = not (source == "speed" and unavailable)
         parts.extend(_bucket(starts[i], source, counted, beyond) for i in range(first, end))
-    return ("[" + ",".join(parts) + "]").encode()
+    out = ("[" + ",".join(parts) + "]").encode()
+    TEMPLATES.put(key, out, sys.getsizeof(out))
+    return out
 
 
 class Buckets(Sequence):

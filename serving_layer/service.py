@@ -21,16 +21,20 @@ from schemas.errors import DependencyError, describe, public
 from schemas.event import format_ms
 from serving_layer.batch import BatchReader, Snapshot
 from serving_layer.buckets import Buckets
+from serving_layer.cache import MISSING, ByteCache
 from serving_layer.hourshare import HourSnapshot, SharedHours
 from serving_layer.metrics import RateMeter
 from serving_layer.params import CountsQuery, TopQuery
 from serving_layer.plan import Part, plan
+from serving_layer.sizes import json_bytes
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up, top_k
 from speed_layer import open_speed_views
 from speed_layer.views import Progress, SpeedViews
 
 LOG = log.get("serve")
+# The progress record a worker keeps for serve.progress_ttl_s (one entry of a few KB).
+PROGRESS_BYTES = 1 << 20
 
 
 class Resources:
@@ -45,7 +49,7 @@ class Resources:
         self._counts_cache: SpeedHourCache | None = None
         self._video_index: VideoIndex | None = None
         self.counts_rate = RateMeter()
-        self._progress: tuple[float, Progress | None] | None = None
+        self._progress = ByteCache(PROGRESS_BYTES)
         # Top-K's open-hour totals shared with the other workers of this host (files only).
         self.hour_share = SharedHours(cfg.state_path / "run" / "top-hours", cfg.serve.top_ttl_s)
 
@@ -53,7 +57,8 @@ class Resources:
         if self._pid != os.getpid():  # forked: drop what the parent made, never use its sockets
             self._pid = os.getpid()
             self._batch = self._speed = self._producer = None
-            self._top_cache = self._counts_cache = self._progress = self._video_index = None
+            self._top_cache = self._counts_cache = self._video_index = None
+            self._progress = ByteCache(PROGRESS_BYTES)
             self.counts_rate = RateMeter()
 
     @property
@@ -102,11 +107,12 @@ class Resources:
         """The speed layer's progress record, read again once older than
         ``serve.progress_ttl_s`` (the layer writes it once per micro-batch, seconds apart)."""
         self._check_pid()
-        kept, now = self._progress, time.monotonic()
-        if kept is not None and now - kept[0] < self.cfg.serve.progress_ttl_s:
-            return kept[1]
+        kept = self._progress.get("progress", MISSING)
+        if kept is not MISSING:
+            return kept
         record = self.speed.progress()
-        self._progress = (now, record)
+        self._progress.put("progress", record, json_bytes(record.record) if record else 0,
+                           ttl_s=self.cfg.serve.progress_ttl_s)
         return record
 
     def producer(self):

@@ -12,7 +12,8 @@ from schemas.config import load_config
 from schemas.errors import DependencyError, ProducerError
 from serving_layer import service
 from serving_layer.app import create_app
-from serving_layer.batch import ByteLRU, IndexedView
+from serving_layer.batch import IndexedView
+from serving_layer.cache import ByteCache
 from serving_layer.params import parse_counts, parse_top
 from serving_layer.sizes import ENTRY, key_bytes
 from speed_layer import open_speed_views
@@ -421,13 +422,13 @@ def test_indexed_view_and_lru():
             self.nbytes = n
 
     slot = ENTRY + key_bytes("a")  # what an entry weighs beside its value
-    lru = ByteLRU(100 + 3 * slot)
-    lru.put("a", Item(60))
-    lru.put("b", Item(30))
+    lru = ByteCache(100 + 3 * slot)
+    lru.put("a", Item(60), 60)
+    lru.put("b", Item(30), 30)
     assert lru.get("a") is not None  # a is now the most recent
-    lru.put("c", Item(30))  # evicts b, the least recently used
+    lru.put("c", Item(30), 30)  # evicts b, the least recently used
     assert lru.get("b") is None and lru.get("a") and lru.get("c") and lru.bytes == 90 + 2 * slot
-    lru.put("d", Item(500))  # alone over budget: kept, everything else goes
+    assert lru.put("d", Item(500), 500)  # fits the budget alone: kept, everything else goes
     assert len(lru) == 1 and lru.get("d")
 
 

@@ -115,7 +115,7 @@ def test_counts_over_a_long_range_cache_days_not_hours(tmp_path):
     cq = parse_counts("v1", {"from": iso(D0_MS), "to": iso(D0_MS + 30 * DAY)}, cfg)
     body = service.counts(res, cq, now)
     assert body["total"] == 1
-    assert len(res.counts_cache._entries) == 30
+    assert len(res.counts_cache) == 30
     res._speed.data_calls.clear()
     assert service.counts(res, cq, now)["total"] == 1
     assert res._speed.data_calls == []  # all kept: closed days cannot change

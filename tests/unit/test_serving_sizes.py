@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from serving_layer.batch import ByteLRU, IndexedView
+from serving_layer.batch import IndexedView
+from serving_layer.cache import ByteCache
 from serving_layer.hourshare import HourSnapshot, snapshot_table
 from serving_layer.speedcache import SpeedHourCache
 from serving_layer.topk import Sparse, VideoIndex, add_up
@@ -75,7 +76,7 @@ def test_speed_cache_counts_what_its_entries_take(kind):
 
 def test_view_cache_counts_what_its_views_take():
     def fill(days=6):
-        lru = ByteLRU(1 << 34)
+        lru = ByteCache(1 << 34)
         rng = random.Random(3)
         for d in range(days):
             n = 4000
@@ -85,7 +86,8 @@ def test_view_cache_counts_what_its_views_take():
                 "bucket_start": pa.array([rng.randrange(24) * 3_600_000_000 for _ in range(n)],
                                          pa.timestamp("us", "UTC")),
                 "count": pa.array([1] * n, pa.int64()), "watch_ms": pa.array([2] * n, pa.int64())})
-            lru.put((f"2025-11-{d + 1:02d}", "20251101T000000Z-aaaaaaaa", "hour"), IndexedView(table))
+            view = IndexedView(table)
+            lru.put((f"2025-11-{d + 1:02d}", "20251101T000000Z-aaaaaaaa", "hour"), view, view.nbytes)
             del table
         return lru
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from serving_layer.sizes import ENTRY, key_bytes
-from serving_layer.speedcache import STALE_TTLS, SpeedHourCache
+from serving_layer.speedcache import ENTRY_TUPLE, STALE_TTLS, SpeedHourCache
 
 
 def table(totals: dict[str, tuple[int, int]]) -> pa.Table:
@@ -114,7 +114,7 @@ def test_an_hour_read_while_open_is_kept_once_it_is_read_closed():
 
 def test_bounded_by_size_least_recently_used_out_and_zero_is_off():
     loads = {h: Loader({f"v{i}": (i, 0) for i in range(10)}) for h in range(3)}
-    per_hour = loads[0]().nbytes + ENTRY + key_bytes(("t", "view", 0))
+    per_hour = loads[0]().nbytes + ENTRY + ENTRY_TUPLE + key_bytes(("t", "view", 0))
     loads[0].calls = 0
     cache = SpeedHourCache(2 * per_hour, ttl_s=60)
     cache.hour(("t", "view", 0), True, loads[0])
