@@ -1,31 +1,88 @@
 """The typed configuration of a Tally installation.
 
-One object, :class:`TallyConfig`, built from defaults, then an optional TOML file, then
-``TALLY_*`` environment variables (``TALLY_STATE_DIR``, ``TALLY_KAFKA__TOPIC``: section and key
-joined by a double underscore). It is validated when it is built: unknown keys, wrong types and
-out-of-range values are rejected with a message that names the key.
+One object, :class:`TallyConfig` (a pydantic-settings model), built by :func:`load_config` from
+defaults, then an optional TOML file, then ``TALLY_*`` environment variables (``TALLY_STATE_DIR``,
+``TALLY_KAFKA__TOPIC``: section and key joined by a double underscore), then the command line's
+flags. It is validated when it is built, and every limit is declared on its field (``Field(gt=0)``,
+a pattern, a ``Literal`` of choices, a validator in the field's type); rules that join keys are
+model validators. A key in a file that names no setting, a wrong type or a value out of range is a
+:class:`~schemas.errors.ConfigError` that names the key (``kafka.partitions: must be > 0``). An
+environment variable that names no setting never breaks a command: it is reported once, as a
+warning on the ``tally.config`` logger that names the variable (and the setting it may mean).
+
+docs/configuration.md is generated from these models (``python -m tally.devstack.configdoc``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextvars
+import datetime as _dt
+import difflib
+import functools
 import json
+import logging
 import os
 import tomllib
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping
+
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      StringConstraints, TypeAdapter, ValidationError, model_validator)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource,
+                               SettingsConfigDict, TomlConfigSettingsSource)
 
 from schemas.durations import parse_duration_ms
 from schemas.errors import ConfigError
 
 DEFAULT_EVENT_TYPES = ("view", "like", "dislike", "share", "comment")
 ENV_PREFIX = "TALLY_"
-# Environment variables that carry no config key: the config file, and fault-injection points
-# used by the tests (TALLY_FAULT_*).
-ENV_NOT_KEYS = frozenset({"TALLY_CONFIG"})
+# Environment variables of Tally that carry no setting: the config file, the checkout the
+# scheduled jobs run from (infra/schedule), and fault-injection points used by the tests.
+ENV_NOT_KEYS = frozenset({"TALLY_CONFIG", "TALLY_HOME"})
 ENV_NOT_KEY_PREFIXES = ("TALLY_FAULT_",)
+
+log = logging.getLogger("tally.config")
+
+
+# Limits in words ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """A field's limit in words, kept in its ``Annotated`` metadata next to the limit itself.
+
+    ``text`` replaces pydantic's wording when a declared constraint fails (a pattern, a bound)
+    and is what docs/configuration.md shows; ``why`` follows a failed bound in parentheses;
+    ``kind`` names the value's form in the docs (``duration``, ``host:port``); ``secret`` keeps
+    the value out of error messages."""
+
+    text: str = ""
+    why: str = ""
+    kind: str = ""
+    secret: bool = False
+
+
+class RuleError(ValueError):  # a ValueError, so pydantic collects it with the others
+    """Raised by a model validator for a rule that joins keys: ``key`` (relative to the model
+    that checks it; "" for the model itself) is the one the message names."""
+
+    def __init__(self, key: str, rule: str):
+        self.key = key
+        self.rule = rule
+        super().__init__(rule)
+
+
+def _as_tuple(value: Any) -> Any:
+    # TOML and JSON have arrays, not tuples: a list of strings is the file's form of the field.
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError("must not repeat a type")
+    return values
 
 
 def _host_port(value: str, key: str) -> tuple[str, int]:
@@ -35,63 +92,140 @@ def _host_port(value: str, key: str) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass(frozen=True)
-class KafkaConfig:
-    section: ClassVar[str] = "kafka"
-    bootstrap_servers: str = "127.0.0.1:9092"
-    controller_port: int = 9093
-    topic: str = "tally.events"
-    dlq_topic: str = "tally.events.dlq"
-    partitions: int = 6
-    heap_mb: int = 512
-    # Largest message the local broker accepts; larger poison pills are refused at the producer.
-    max_message_bytes: int = 4 * 1024 * 1024
-    request_timeout_ms: int = 15000
-    delivery_timeout_ms: int = 60000
-    linger_ms: int = 20
-    batch_size: int = 256 * 1024
-    compression: str = "lz4"
+def _servers(value: str) -> str:
+    for server in value.split(","):
+        if not _is_host_port(server.strip()):
+            raise ValueError(f"must be host:port (a comma-separated list), got {server.strip()!r}")
+    return value
 
-    def validate(self) -> None:
-        _host_port(self.bootstrap_servers.split(",")[0], "kafka.bootstrap_servers")
-        _positive(self, "controller_port", "partitions", "heap_mb", "max_message_bytes",
-                  "request_timeout_ms", "delivery_timeout_ms", "batch_size")
-        if self.linger_ms < 0:
-            raise ConfigError("kafka.linger_ms: must be >= 0")
-        if self.compression not in ("none", "gzip", "lz4", "zstd", "snappy"):
-            raise ConfigError("kafka.compression: must be one of none, gzip, lz4, zstd, snappy")
+
+def _is_host_port(value: str) -> bool:
+    try:
+        _host_port(value, "")
+    except ConfigError:
+        return False
+    return True
+
+
+def _duration(min_ms: int) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        try:
+            ms = parse_duration_ms(text, "duration")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("duration: ")) from None
+        if ms < min_ms:
+            raise ValueError(f"must be > {min_ms - 1}" if min_ms else f"must be >= {min_ms}")
+        return text
+    return check
+
+
+def _day(text: str) -> str:
+    if text:
+        try:
+            _dt.date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"must be a day as YYYY-MM-DD, got {text!r}") from None
+    return text
+
+
+def _off_or_rate(value: float) -> float:
+    if 0 < value < 0.001:
+        raise ValueError("must be 0 (off) or 0.001 to 100000")
+    return value
+
+
+# The types of the fields, with their limits ---------------------------------------------------
+
+Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Port = Annotated[int, Field(gt=0, lt=65536)]
+Duration = Annotated[str, AfterValidator(_duration(0)), Rule(kind="duration")]
+PositiveDuration = Annotated[str, AfterValidator(_duration(1)), Rule(kind="duration", text="> 0")]
+Size = Annotated[str, Field(pattern=r"^[0-9]+[mMgG]$"),
+                 Rule(kind="size", text="must be a size like 512m or 2g")]
+
+
+class Section(BaseModel):
+    """One ``[section]`` of the file; its keys are ``TALLY_<SECTION>__<KEY>`` in the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=True)
+    section: ClassVar[str] = ""
+
+
+class StackConfig(Section):
+    """The local stack (`tally stack`): where its Java parts are and how long it waits for them."""
+
+    section: ClassVar[str] = "stack"
+    lib_dir: str = Field("", description="Where `mvn -f infra/pom.xml package` puts the jars; "
+                                         "empty: infra/lib of this checkout.")
+    start_timeout_s: Positive = Field(180, description="Seconds `stack up` waits for each part "
+                                                       "to answer a real request.")
+    stop_timeout_s: Positive = Field(30, description="Seconds `stack down` waits for each part "
+                                                     "to stop.")
+
+
+class KafkaConfig(Section):
+    """The event log: the broker, the topics and the producer's settings."""
+
+    section: ClassVar[str] = "kafka"
+    bootstrap_servers: Annotated[str, AfterValidator(_servers),
+                                 Rule(kind="host:port,...", text="each must be host:port")] = Field(
+        "127.0.0.1:9092", description="The brokers, comma-separated host:port.")
+    controller_port: Port = Field(9093, description="The local broker's KRaft controller port.")
+    topic: str = Field("tally.events", description="The topic of accepted events.")
+    dlq_topic: str = Field("tally.events.dlq", description="The dead-letter topic of refused "
+                                                           "events; must differ from topic.")
+    partitions: Positive = Field(6, description="Partitions of the events topic `stack up` "
+                                                "creates (the DLQ gets 1).")
+    heap_mb: Positive = Field(512, description="The local broker's JVM heap.")
+    max_message_bytes: Positive = Field(
+        4 * 1024 * 1024, description="Largest message the local broker accepts; larger poison "
+                                     "pills are refused at the producer.")
+    request_timeout_ms: Positive = Field(15000, description="The Kafka clients' request timeout.")
+    delivery_timeout_ms: Positive = Field(60000, description="How long the producer keeps trying "
+                                                             "to deliver an event.")
+    linger_ms: NonNegative = Field(20, description="How long the producer waits to fill a batch.")
+    batch_size: Positive = Field(256 * 1024, description="The producer's batch size in bytes.")
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        "lz4", description="The producer's compression codec.")
+
+    @model_validator(mode="after")
+    def _topics_differ(self) -> "KafkaConfig":
+        """kafka.dlq_topic must differ from kafka.topic."""
         if self.topic == self.dlq_topic:
-            raise ConfigError("kafka.dlq_topic: must differ from kafka.topic")
+            raise RuleError("dlq_topic", "must differ from kafka.topic")
+        return self
 
     @property
     def broker_host_port(self) -> tuple[str, int]:
-        return _host_port(self.bootstrap_servers.split(",")[0], "kafka.bootstrap_servers")
+        return _host_port(self.bootstrap_servers.split(",")[0].strip(), "kafka.bootstrap_servers")
 
 
-@dataclass(frozen=True)
-class HBaseConfig:
+class HBaseConfig(Section):
+    """The speed views' store: HBase, reached through its Thrift v1 server."""
+
     section: ClassVar[str] = "hbase"
-    host: str = "127.0.0.1"
-    port: int = 9090  # the Thrift v1 server
-    zookeeper_port: int = 2181
-    table_prefix: str = "tally"
-    salt_buckets: int = 16
-    # Speed views live this long after they were written; must exceed batch.max_lag_days.
-    speed_ttl_days: int = 7
-    heap_mb: int = 1024
-    thrift_heap_mb: int = 256
-    timeout_ms: int = 10000
-    pool_size: int = 4
-    # How long one speed-view write keeps retrying (with backoff) before the batch fails.
-    write_retry_s: int = 30
-
-    def validate(self) -> None:
-        _positive(self, "port", "zookeeper_port", "speed_ttl_days", "heap_mb",
-                  "thrift_heap_mb", "timeout_ms", "pool_size")
-        if not 1 <= self.salt_buckets <= 256:
-            raise ConfigError("hbase.salt_buckets: must be between 1 and 256")
-        if not self.table_prefix.replace("_", "").isalnum():
-            raise ConfigError("hbase.table_prefix: must be letters, digits and '_'")
+    host: str = Field("127.0.0.1", description="Where the Thrift server runs.")
+    port: Port = Field(9090, description="The Thrift v1 server.")
+    zookeeper_port: Port = Field(2181, description="The local stack's ZooKeeper.")
+    table_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]*[A-Za-z0-9][A-Za-z0-9_]*$"),
+                            Rule(text="must be letters, digits and '_'")] = Field(
+        "tally", description="Prefix of the tables: <prefix>_speed, <prefix>_top, <prefix>_meta.")
+    salt_buckets: Annotated[int, Field(ge=1, le=256)] = Field(
+        16, description="Salt buckets of the speed table's row keys (pre-split regions).")
+    speed_ttl_days: Positive = Field(
+        7, description="Speed views live this long after they were written; must exceed "
+                       "batch.max_lag_days.")
+    heap_mb: Positive = Field(1024, description="The local HBase's JVM heap.")
+    thrift_heap_mb: Positive = Field(256, description="The local Thrift server's JVM heap.")
+    timeout_ms: Positive = Field(10000, description="Thrift socket timeout of the jobs' "
+                                                    "connections.")
+    pool_size: Positive = Field(4, description="Thrift connections per process and endpoint.")
+    write_retry_s: NonNegative = Field(
+        30, description="How long one speed-view write keeps retrying (with backoff) before the "
+                        "batch fails.")
 
     @property
     def speed_table(self) -> str:
@@ -106,375 +240,375 @@ class HBaseConfig:
         return f"{self.table_prefix}_meta"
 
 
-@dataclass(frozen=True)
-class LakeConfig:
+class LakeConfig(Section):
+    """The lake: the raw archive and the published batch views, on local disk or S3."""
+
     section: ClassVar[str] = "lake"
-    # Empty means file://<state_dir>/lake.
-    uri: str = ""
-    s3_endpoint: str = "http://127.0.0.1:5000"
-    s3_region: str = "us-east-1"
-    # Empty: the default AWS credential chain (environment, profile, instance role).
-    s3_access_key: str = ""
-    s3_secret_key: str = ""
-    # The bucket `stack up` creates on the local S3 endpoint.
-    bucket: str = "tally-lake"
-    # Spark jobs' retries of a failing lake request (S3A's fs.s3a.retry.limit).
-    s3_retry_limit: int = 7
+    uri: Annotated[str, Field(pattern=r"^(?:$|(?:file|s3|s3a)://)"),
+                   Rule(text="must start with file://, s3:// or s3a://")] = Field(
+        "", description="Where the lake is: file:///path or s3a://bucket/prefix; empty means "
+                        "file://<state_dir>/lake.")
+    s3_endpoint: Annotated[str, Field(pattern=r"^(?:$|https?://)"),
+                           Rule(text="must be an http:// or https:// URL")] = Field(
+        "http://127.0.0.1:5000", description="The S3 endpoint; empty: AWS's own.")
+    s3_region: str = Field("us-east-1", description="The region the S3 client signs for.")
+    s3_access_key: Annotated[str, Rule(secret=True)] = Field(
+        "", repr=False, description="Empty: the default AWS credential chain (environment, "
+                                    "profile, instance role). Never commit keys.")
+    s3_secret_key: Annotated[str, Rule(secret=True)] = Field(
+        "", repr=False, description="The secret of s3_access_key.")
+    bucket: str = Field("tally-lake", description="The bucket `stack up` creates on the local "
+                                                  "S3 endpoint.")
+    s3_retry_limit: NonNegative = Field(
+        7, description="Spark jobs' retries of a failing lake request (S3A's fs.s3a.retry.limit) "
+                       "before they fail.")
 
-    def validate(self) -> None:
-        if self.uri and not self.uri.startswith(("file://", "s3://", "s3a://")):
-            raise ConfigError("lake.uri: must start with file://, s3:// or s3a://")
-        if self.s3_endpoint and not self.s3_endpoint.startswith(("http://", "https://")):
-            raise ConfigError("lake.s3_endpoint: must be an http:// or https:// URL")
-        if self.s3_retry_limit < 0:
-            raise ConfigError("lake.s3_retry_limit: must be >= 0")
+
+EventType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+                      Rule(text="must be 1-64 chars of [A-Za-z0-9_-]")]
 
 
-@dataclass(frozen=True)
-class EventsConfig:
+class EventsConfig(Section):
+    """The event contract's configurable part."""
+
     section: ClassVar[str] = "events"
-    types: tuple[str, ...] = DEFAULT_EVENT_TYPES
-    # An event more than this far after the receiving clock is rejected.
-    max_future_ms: int = 3_600_000
-    # An accepted event stamped more than this after its receiving clock is left out of the
-    # speed views (counted in the progress record's ahead_of_clock; the batch counts it), so no
-    # event moves the watermark past the receiving clock. At most stream.watermark.
-    ahead_tolerance: str = "2 minutes"
-
-    def validate(self) -> None:
-        if not self.types:
-            raise ConfigError("events.types: must name at least one event type")
-        for t in self.types:
-            if not t or len(t) > 64 or not all(c.isascii() and (c.isalnum() or c in "_-") for c in t):
-                raise ConfigError(f"events.types: {t!r} must be 1-64 chars of [A-Za-z0-9_-]")
-        if len(set(self.types)) != len(self.types):
-            raise ConfigError("events.types: must not repeat a type")
-        _positive(self, "max_future_ms")
-        if parse_duration_ms(self.ahead_tolerance, "events.ahead_tolerance") < 0:
-            raise ConfigError("events.ahead_tolerance: must be >= 0")  # pragma: no cover
+    types: Annotated[tuple[EventType, ...], BeforeValidator(_as_tuple), Field(min_length=1),
+                     AfterValidator(_unique),
+                     Rule(text="must name at least one event type")] = Field(
+        DEFAULT_EVENT_TYPES, description="The event types accepted (distinct); in the environment "
+                                         "comma-separated.")
+    max_future_ms: Positive = Field(3_600_000, description="An event more than this far after "
+                                                           "the receiving clock is rejected.")
+    ahead_tolerance: Duration = Field(
+        "2 minutes", description="An accepted event stamped more than this after its receiving "
+                                 "clock is left out of the speed views (counted in the progress "
+                                 "record's ahead_of_clock; the batch counts it), so no event moves "
+                                 "the watermark past the receiving clock. At most "
+                                 "stream.watermark.")
 
     @property
     def ahead_tolerance_ms(self) -> int:
         return parse_duration_ms(self.ahead_tolerance, "events.ahead_tolerance")
 
 
-@dataclass(frozen=True)
-class SparkConfig:
+class SparkConfig(Section):
+    """The Spark sessions `tally` starts itself (local unless master says otherwise)."""
+
     section: ClassVar[str] = "spark"
-    master: str = "local[*]"
-    driver_memory: str = "2g"
-    shuffle_partitions: int = 4
-    log_level: str = "WARN"
+    master: str = Field("local[*]", description="The master of the sessions `tally` starts "
+                                                "itself (not under spark-submit).")
+    driver_memory: str = Field("2g", description="spark.driver.memory.")
+    shuffle_partitions: Positive = Field(4, description="spark.sql.shuffle.partitions (the batch "
+                                                        "raises it for large days).")
+    log_level: str = Field("WARN", description="Spark's log level (its log file and console).")
 
-    def validate(self) -> None:
-        _positive(self, "shuffle_partitions")
 
-
-@dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(Section):
     """The local Spark standalone cluster (`tally cluster`) and what jobs submitted to it get."""
 
     section: ClassVar[str] = "cluster"
-    host: str = "127.0.0.1"
-    master_port: int = 7077
-    # Spark's own defaults are 8080/8081; 8080 is the front door's (front.port).
-    master_webui_port: int = 8090
-    worker_port: int = 7078
-    worker_webui_port: int = 8091
-    worker_cores: int = 2
-    worker_memory: str = "2g"
-    # Each application's share of the worker: the streaming job holds its executor for as long
-    # as it runs, so with all the worker's cores it would leave the nightly batch none.
-    app_cores: int = 1
-    executor_memory: str = "1g"
-    daemon_heap_mb: int = 256
-    # Where packed Python environments are cached; empty: <state>/cluster/env.
-    env_dir: str = ""
+    host: str = Field("127.0.0.1", description="Where the master and the worker listen.")
+    master_port: Port = 7077
+    master_webui_port: Port = Field(8090, description="Spark's own default is 8080, the front "
+                                                      "door's (front.port).")
+    worker_port: Port = 7078
+    worker_webui_port: Port = 8091
+    worker_cores: Positive = Field(2, description="Cores the one worker offers.")
+    worker_memory: Size = Field("2g", description="Memory the one worker offers.")
+    app_cores: Positive = Field(
+        1, description="Each application's share of the worker: the streaming job holds its "
+                       "executor for as long as it runs, so with all the worker's cores it would "
+                       "leave the nightly batch none. At most worker_cores.")
+    executor_memory: Size = Field("1g", description="Each application's executor memory.")
+    daemon_heap_mb: Positive = Field(256, description="The master's and the worker's own JVM "
+                                                      "heap.")
+    env_dir: str = Field("", description="Where packed Python environments are cached; empty: "
+                                         "<state>/cluster/env.")
 
-    def validate(self) -> None:
-        ports = ("master_port", "master_webui_port", "worker_port", "worker_webui_port")
-        _positive(self, *ports, "worker_cores", "app_cores", "daemon_heap_mb")
+    PORTS: ClassVar[tuple[str, ...]] = ("master_port", "master_webui_port", "worker_port",
+                                        "worker_webui_port")
+
+    @model_validator(mode="after")
+    def _cores_and_ports(self) -> "ClusterConfig":
+        """cluster.app_cores must not exceed cluster.worker_cores; the four ports must differ."""
         if self.app_cores > self.worker_cores:
-            raise ConfigError("cluster.app_cores: must not exceed cluster.worker_cores")
-        for name in ports:
-            if getattr(self, name) >= 65536:
-                raise ConfigError(f"cluster.{name}: must be below 65536")
-        if len({getattr(self, n) for n in ports}) != len(ports):
-            raise ConfigError(f"cluster: {', '.join(ports)} must all differ")
-        for name in ("worker_memory", "executor_memory"):
-            value = getattr(self, name)
-            if not (value[:-1].isdigit() and value[-1:].lower() in ("m", "g")):
-                raise ConfigError(f"cluster.{name}: must be a size like 512m or 2g, got {value!r}")
+            raise RuleError("app_cores", "must not exceed cluster.worker_cores")
+        if len({getattr(self, n) for n in self.PORTS}) != len(self.PORTS):
+            raise RuleError("", f"{', '.join(self.PORTS)} must all differ")
+        return self
 
     @property
     def master_url(self) -> str:
         return f"spark://{self.host}:{self.master_port}"
 
 
-@dataclass(frozen=True)
-class StreamConfig:
-    section: ClassVar[str] = "stream"
-    trigger: str = "2 seconds"
-    archive_trigger: str = "60 seconds"
-    watermark: str = "10 minutes"
-    # 0 means no cap per trigger (see the catch-up hazard in the README).
-    max_offsets_per_trigger: int = 0
+class StreamConfig(Section):
+    """The streaming job (`tally stream`): the speed views and the raw archive."""
 
-    def validate(self) -> None:
-        if self.max_offsets_per_trigger < 0:
-            raise ConfigError("stream.max_offsets_per_trigger: must be >= 0")
-        if self.watermark_ms <= 0:
-            raise ConfigError("stream.watermark: must be > 0")
+    section: ClassVar[str] = "stream"
+    trigger: str = Field("2 seconds", description="The speed views' micro-batch trigger (a Spark "
+                                                  "interval).")
+    archive_trigger: str = Field("60 seconds", description="The raw archive's trigger.")
+    watermark: PositiveDuration = Field("10 minutes", description="Events further behind the "
+                                                                  "stream's event time are left to "
+                                                                  "the batch.")
+    max_offsets_per_trigger: NonNegative = Field(
+        0, description="0 means no cap per trigger (see the catch-up hazard in the README).")
 
     @property
     def watermark_ms(self) -> int:
         return parse_duration_ms(self.watermark, "stream.watermark")
 
 
-@dataclass(frozen=True)
-class ArchiveConfig:
+class ArchiveConfig(Section):
     """The raw archive's file sink and its per-day index."""
 
     section: ClassVar[str] = "archive"
-    # Entries of files committed longer ago than this are dropped from the sink's own log when
-    # Spark compacts it (every sink_log_compact_batches batches); the per-day index and the
-    # compaction manifests keep them. The nightly run covers every file within about two days of
-    # its commit, so keep this at 3 days or more.
-    sink_retention: str = "30 days"
-    sink_log_compact_batches: int = 10
-
-    def validate(self) -> None:
-        if self.sink_retention_ms <= 0:
-            raise ConfigError("archive.sink_retention: must be > 0")
-        _positive(self, "sink_log_compact_batches")
+    sink_retention: PositiveDuration = Field(
+        "30 days", description="Entries of files committed longer ago than this are dropped from "
+                               "the sink's own log when Spark compacts it; the per-day index and "
+                               "the compaction manifests keep them. The nightly run covers every "
+                               "file within about two days of its commit: keep this at 3 days or "
+                               "more.")
+    sink_log_compact_batches: Positive = Field(10, description="The sink compacts its log every "
+                                                               "this many batches.")
 
     @property
     def sink_retention_ms(self) -> int:
         return parse_duration_ms(self.sink_retention, "archive.sink_retention")
 
 
-@dataclass(frozen=True)
-class BatchConfig:
+class BatchConfig(Section):
+    """The batch layer (`tally batch`, `tally reprocess`)."""
+
     section: ClassVar[str] = "batch"
-    # Days before this one (YYYY-MM-DD) are neither pending nor computed by the nightly run
-    # (only `tally reprocess` computes them). Empty: no such limit.
-    horizon_start: str = ""
-    # The longest a closed day is expected to wait for its batch views (the speed views must be
-    # kept longer: hbase.speed_ttl_days).
-    max_lag_days: int = 3
-    keep_versions: int = 5
-    # A day is closed for a run once its end plus this has passed and the archive has committed
-    # every record the topic held when the run started (waited for up to close_timeout_s).
-    lateness: str = "15 minutes"
-    close_timeout_s: float = 300.0
-    # Copies of an event_id on different UTC days: the earliest day's copy counts, within this
-    # many days; a day's version depends on its own raw data and that of the days before it.
-    dedup_span_days: int = 1
-    # The nightly run computes at most this many days (newest first); the rest stay pending.
-    max_days_per_run: int = 30
-
-    def validate(self) -> None:
-        _positive(self, "max_lag_days", "keep_versions", "dedup_span_days", "max_days_per_run")
-        if self.close_timeout_s < 0:
-            raise ConfigError("batch.close_timeout_s: must be >= 0")
-        if self.lateness_ms < 0:
-            raise ConfigError("batch.lateness: must be >= 0")  # pragma: no cover
-        if self.horizon_start:
-            import datetime as _dt
-
-            try:
-                _dt.date.fromisoformat(self.horizon_start)
-            except ValueError:
-                raise ConfigError(f"batch.horizon_start: must be a day as YYYY-MM-DD, got "
-                                  f"{self.horizon_start!r}") from None
+    horizon_start: Annotated[str, Field(pattern=r"^(?:$|[0-9]{4}-[0-9]{2}-[0-9]{2}$)"),
+                             AfterValidator(_day),
+                             Rule(text="must be a day as YYYY-MM-DD", kind="YYYY-MM-DD")] = Field(
+        "", description="Days before this one are neither pending nor computed by the nightly run "
+                        "(only `tally reprocess` computes them). Empty: no such limit.")
+    max_lag_days: Positive = Field(
+        3, description="The longest a closed day is expected to wait for its batch views (the "
+                       "speed views must be kept longer: hbase.speed_ttl_days).")
+    keep_versions: Positive = Field(5, description="Published versions kept per day.")
+    lateness: Duration = Field(
+        "15 minutes", description="A day is closed for a run once its end plus this has passed "
+                                  "and the archive has committed every record the topic held when "
+                                  "the run started (waited for up to close_timeout_s).")
+    close_timeout_s: NonNegativeFloat = Field(300.0, description="How long a run waits for the "
+                                                                 "archive to catch up with the "
+                                                                 "topic.")
+    dedup_span_days: Positive = Field(
+        1, description="Copies of an event_id on different UTC days: the earliest day's copy "
+                       "counts, within this many days.")
+    max_days_per_run: Positive = Field(30, description="The nightly run computes at most this "
+                                                       "many days (newest first); the rest stay "
+                                                       "pending.")
 
     @property
     def lateness_ms(self) -> int:
         return parse_duration_ms(self.lateness, "batch.lateness")
 
 
-@dataclass(frozen=True)
-class ServeConfig:
+HostName = Annotated[str, StringConstraints(pattern=r"^(?:\*|[A-Za-z0-9.\-_:\[\]]+)$"),
+                     Rule(text="must be a host name or address (no port, no scheme; \"*\" for "
+                               "any)")]
+ApiKey = Annotated[str, StringConstraints(pattern=r"^[ -~]{16,}$"),
+                   Rule(text="each key must be at least 16 printable ASCII characters",
+                        secret=True)]
+
+
+class ServeConfig(Section):
+    """The REST API (`tally serve`) and its limits."""
+
     section: ClassVar[str] = "serve"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 2
-    api_keys: tuple[str, ...] = ()
-    # With api_keys configured, writes always need a key in X-API-Key; reads only when this is on.
-    read_requires_key: bool = False
-    # POST /v1/events: at most this many bytes and events per request (contract: 1 MiB, 1000).
-    max_body_bytes: int = 1024 * 1024
-    max_events: int = 1000
-    # Longest range a counts query may span, in days (contract: at least 7 at minute
-    # granularity, at least 400 at hour and day); top-K uses max_range_days.
-    max_range_days_minute: int = 7
-    max_range_days: int = 400
-    # Each worker keeps published batch views in memory up to this size (an LRU).
-    cache_mb: int = 256
-    # How long a worker reuses one listing of the publication log (0: list on every request).
-    catalog_ttl_s: float = 2.0
-    # Each worker keeps the speed part of top-K as hour totals up to this size (0: off); an
-    # hour still open (not yet behind the speed layer's watermark) is read again in the
-    # background once older than top_ttl_s (by the request itself once 4 times older).
-    top_cache_mb: int = 64
-    top_ttl_s: float = 2.0
-    # Each worker keeps the speed minutes of closed hours per (video, event type, hour) that
-    # counts queries read, up to this size (0: off).
-    counts_cache_mb: int = 64
-    # Counts take the hours still open from the same host-shared snapshots as top-K (about
-    # top_ttl_s old at most, as the speed layer's own trigger; the answer's freshness says as of
-    # when) instead of an HBase scan per request, while this worker answers at least
-    # counts_shared_min_rate counts requests per second: a snapshot holds every video of the
-    # hour, cheaper than many one-video scans, dearer than a few. Off: every request scans.
-    counts_open_shared: bool = True
-    counts_shared_min_rate: float = 50.0
-    # How long a worker reuses the speed layer's progress record (0: read it on every request).
-    progress_ttl_s: float = 1.0
-    # Backend timeouts on the request path.
-    hbase_timeout_ms: int = 3000
-    hbase_retry_s: float = 0.5
-    kafka_timeout_s: float = 10.0
-    # gunicorn kills a worker whose request runs longer than this.
-    request_timeout_s: int = 60
-    # Requests per second per API key (or client address for requests without one), after
-    # authentication, shared by every worker and instance of the state dir; 0 = off.
-    rate_limit_per_s: float = 0.0
-    rate_limit_burst: int = 50
-    # Host names (besides the loopback names and the bind addresses) that requests may name in
-    # their Host header; "*" allows any. Refuses DNS rebinding (docs/security.md).
-    allowed_hosts: tuple[str, ...] = ()
-    # `tally serve` and `tally front up` refuse a non-loopback bind without api_keys (anyone who
-    # can reach the port could write events) unless this says writes may be open.
-    open_writes: bool = False
-    # `tally serve` (sync workers, which a slow client holds) binds a non-loopback address only
-    # when this says a proxy that reads whole requests (the front door, an ALB) is the only way in.
-    behind_proxy: bool = False
-
-    def validate(self) -> None:
-        _positive(self, "port", "workers", "max_body_bytes", "max_events", "cache_mb",
-                  "hbase_timeout_ms", "kafka_timeout_s", "request_timeout_s", "rate_limit_burst")
-        if self.rate_limit_per_s and not 0.001 <= self.rate_limit_per_s <= 100_000:
-            raise ConfigError("serve.rate_limit_per_s: must be 0 (off) or 0.001 to 100000")
-        for name in self.allowed_hosts:
-            if name != "*" and (not name or not all(c.isalnum() or c in ".-_:[]" for c in name)):
-                raise ConfigError(f"serve.allowed_hosts: {name!r} is not a host name or address "
-                                  "(no port, no scheme; \"*\" for any)")
-        if self.port >= 65536:
-            raise ConfigError("serve.port: must be below 65536")
-        if self.max_range_days_minute < 7:
-            raise ConfigError("serve.max_range_days_minute: must be >= 7 (the contract serves "
-                              "7 days at minute granularity)")
-        if self.max_range_days < 400:
-            raise ConfigError("serve.max_range_days: must be >= 400 (the contract serves 400 "
-                              "days at hour and day granularity)")
-        if self.max_events > 1000:
-            raise ConfigError("serve.max_events: must be at most 1000 (the contract's limit)")
-        if self.max_body_bytes > 1024 * 1024:
-            raise ConfigError("serve.max_body_bytes: must be at most 1 MiB (the contract's limit)")
-        for name in ("catalog_ttl_s", "hbase_retry_s", "rate_limit_per_s",
-                     "top_cache_mb", "top_ttl_s", "counts_cache_mb", "counts_shared_min_rate",
-                     "progress_ttl_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"serve.{name}: must be >= 0")
-        for key in self.api_keys:
-            if len(key) < 16 or not key.isascii() or not key.isprintable():
-                raise ConfigError("serve.api_keys: each key must be at least 16 printable ASCII "
-                                  "characters")
+    host: str = Field("127.0.0.1", description="The API's bind address (loopback unless "
+                                               "api_keys and behind_proxy allow more).")
+    port: Port = Field(8000, description="The API's port.")
+    workers: Positive = Field(2, description="gunicorn workers.")
+    api_keys: Annotated[tuple[ApiKey, ...], BeforeValidator(_as_tuple), Rule(secret=True)] = Field(
+        (), repr=False, description="Keys accepted in X-API-Key (each 16+ printable ASCII "
+                                    "characters); in the environment comma-separated.")
+    read_requires_key: bool = Field(False, description="With api_keys configured, writes always "
+                                                       "need a key; reads only when this is on.")
+    max_body_bytes: Annotated[int, Field(gt=0, le=1024 * 1024),
+                              Rule(why="the contract's limit")] = Field(
+        1024 * 1024, description="POST /v1/events: at most this many bytes per request.")
+    max_events: Annotated[int, Field(gt=0, le=1000), Rule(why="the contract's limit")] = Field(
+        1000, description="POST /v1/events: at most this many events per request.")
+    max_range_days_minute: Annotated[int, Field(ge=7), Rule(
+        why="the contract serves 7 days at minute granularity")] = Field(
+        7, description="Longest range a counts query may span at minute granularity, in days.")
+    max_range_days: Annotated[int, Field(ge=400), Rule(
+        why="the contract serves 400 days at hour and day granularity")] = Field(
+        400, description="Longest range of a counts query at hour and day granularity, and of "
+                         "top-K, in days.")
+    cache_mb: Positive = Field(256, description="Each worker keeps published batch views in "
+                                                "memory up to this size (an LRU).")
+    catalog_ttl_s: NonNegativeFloat = Field(
+        2.0, description="How long a worker reuses one listing of the publication log (0: list on "
+                         "every request).")
+    top_cache_mb: NonNegative = Field(
+        64, description="Each worker keeps the speed part of top-K as hour totals up to this size "
+                        "(0: off); an open hour is read again in the background once older than "
+                        "top_ttl_s.")
+    top_ttl_s: NonNegativeFloat = Field(2.0, description="Age after which an open hour of the "
+                                                         "top-K cache is read again.")
+    counts_cache_mb: NonNegative = Field(
+        64, description="Each worker keeps the speed minutes of closed hours that counts queries "
+                        "read, up to this size (0: off).")
+    counts_open_shared: bool = Field(
+        True, description="Counts take the hours still open from the host-shared snapshots top-K "
+                          "uses instead of an HBase scan per request, while this worker answers at "
+                          "least counts_shared_min_rate counts requests per second.")
+    counts_shared_min_rate: NonNegativeFloat = Field(
+        50.0, description="Counts requests per second from which counts_open_shared applies.")
+    progress_ttl_s: NonNegativeFloat = Field(
+        1.0, description="How long a worker reuses the speed layer's progress record (0: read it "
+                         "on every request).")
+    hbase_timeout_ms: Positive = Field(3000, description="HBase timeout on the request path.")
+    hbase_retry_s: NonNegativeFloat = Field(0.5, description="How long a request retries a "
+                                                             "failing HBase read.")
+    kafka_timeout_s: PositiveFloat = Field(10.0, description="How long an ingest waits for "
+                                                             "Kafka's acknowledgement.")
+    request_timeout_s: Positive = Field(60, description="gunicorn kills a worker whose request "
+                                                        "runs longer than this.")
+    rate_limit_per_s: Annotated[float, Field(ge=0, le=100_000), AfterValidator(_off_or_rate),
+                                Rule(text="must be 0 (off) or 0.001 to 100000")] = Field(
+        0.0, description="Requests per second per API key (or client address), after "
+                         "authentication, shared by every worker and instance of the state dir; "
+                         "0 = off.")
+    rate_limit_burst: Positive = Field(50, description="The rate limit's burst: requests a "
+                                                       "key may make at once.")
+    allowed_hosts: Annotated[tuple[HostName, ...], BeforeValidator(_as_tuple)] = Field(
+        (), description="Host names (besides the loopback names and the bind addresses) requests "
+                        "may name in their Host header; \"*\" allows any (docs/security.md).")
+    open_writes: bool = Field(False, description="`tally serve` and `tally front up` refuse a "
+                                                 "non-loopback bind without api_keys unless this "
+                                                 "says writes may be open.")
+    behind_proxy: bool = Field(
+        False, description="`tally serve` binds a non-loopback address only when this says a "
+                           "proxy that reads whole requests (the front door, an ALB) is the only "
+                           "way in.")
 
 
-@dataclass(frozen=True)
-class FrontConfig:
+class FrontConfig(Section):
     """`tally front`: nginx in front of ``instances`` `tally serve` processes (README, "The front
     door"). Instance i listens on ``first_instance_port + i``; nginx on ``port``."""
 
     section: ClassVar[str] = "front"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    instances: int = 2
-    first_instance_port: int = 8001
-    # Passive health: an instance that failed max_fails times within fail_timeout_s gets no
-    # requests for fail_timeout_s (nginx's own defaults: 1 and 10 s).
-    max_fails: int = 1
-    fail_timeout_s: int = 10
-    connect_timeout_s: float = 1.0
-    # Longer than serve.kafka_timeout_s, so an ingest waiting for Kafka's verdict is not cut.
-    read_timeout_s: float = 30.0
-    # Attempts per request (the first included) on error or timeout; POSTs only before sending.
-    next_upstream_tries: int = 2
-    # Idle connections to the instances each nginx worker keeps open.
-    keepalive: int = 16
-    worker_processes: int = 1
-    # Slow clients wait in nginx's event loop, never in an instance: a request's headers must
-    # arrive within header_timeout_s, each read of its body within body_timeout_s of the last
-    # (nginx's client_header_timeout/client_body_timeout); idle keep-alive connections close
-    # after keepalive_timeout_s.
-    header_timeout_s: float = 10.0
-    body_timeout_s: float = 30.0
-    keepalive_timeout_s: int = 30
+    host: str = Field("127.0.0.1", description="nginx's bind address.")
+    port: Port = Field(8080, description="nginx's port.")
+    instances: Annotated[int, Field(gt=0, le=16)] = Field(2, description="`tally serve` "
+                                                                         "processes behind nginx.")
+    first_instance_port: Port = Field(8001, description="Instance i listens on this + i.")
+    max_fails: Positive = Field(1, description="Passive health: an instance that failed this many "
+                                               "times within fail_timeout_s gets no requests for "
+                                               "fail_timeout_s.")
+    fail_timeout_s: Positive = 10
+    connect_timeout_s: PositiveFloat = Field(1.0, description="nginx's timeout to connect to an "
+                                                              "instance.")
+    read_timeout_s: PositiveFloat = Field(
+        30.0, description="Longer than serve.kafka_timeout_s, so an ingest waiting for Kafka's "
+                          "verdict is not cut.")
+    next_upstream_tries: Positive = Field(2, description="Attempts per request (the first "
+                                                         "included) on error or timeout; POSTs "
+                                                         "only before sending.")
+    keepalive: Positive = Field(16, description="Idle connections to the instances each nginx "
+                                                "worker keeps open.")
+    worker_processes: Positive = Field(1, description="nginx worker processes.")
+    header_timeout_s: PositiveFloat = Field(
+        10.0, description="A request's headers must arrive within this (slow clients wait in "
+                          "nginx, never in an instance).")
+    body_timeout_s: PositiveFloat = Field(30.0, description="Each read of a request's body must "
+                                                            "come within this of the last.")
+    keepalive_timeout_s: Positive = Field(30, description="Idle keep-alive connections close "
+                                                          "after this.")
 
-    def validate(self) -> None:
-        _positive(self, "port", "instances", "first_instance_port", "max_fails", "fail_timeout_s",
-                  "connect_timeout_s", "read_timeout_s", "next_upstream_tries", "keepalive",
-                  "worker_processes", "header_timeout_s", "body_timeout_s", "keepalive_timeout_s")
-        if self.instances > 16:
-            raise ConfigError("front.instances: must be at most 16")
-        if self.port >= 65536 or self.first_instance_port + self.instances > 65536:
-            raise ConfigError("front.port: ports must be below 65536")
-        if self.first_instance_port <= self.port < self.first_instance_port + self.instances:
-            raise ConfigError(f"front.port: {self.port} is one of the instances' ports "
-                              f"(front.first_instance_port + 0..{self.instances - 1})")
+    @model_validator(mode="after")
+    def _ports(self) -> "FrontConfig":
+        """The instances' ports (first_instance_port + 0..instances-1) must be below 65536 and
+        must not include front.port."""
+        last = self.first_instance_port + self.instances - 1
+        if last >= 65536:
+            raise RuleError("first_instance_port", f"the instances' ports (up to {last}) must be "
+                                                   "below 65536")
+        if self.first_instance_port <= self.port <= last:
+            raise RuleError("port", f"{self.port} is one of the instances' ports "
+                                    f"(front.first_instance_port + 0..{self.instances - 1})")
+        return self
 
     @property
     def instance_ports(self) -> list[int]:
         return [self.first_instance_port + i for i in range(self.instances)]
 
 
-@dataclass(frozen=True)
-class StackConfig:
-    section: ClassVar[str] = "stack"
-    # Where `mvn -f infra/pom.xml package` puts the jars; empty: infra/lib of this checkout.
-    lib_dir: str = ""
-    # Seconds `stack up` waits for each part to answer a real request.
-    start_timeout_s: int = 180
-    stop_timeout_s: int = 30
+# The whole config -----------------------------------------------------------------------------
 
-    def validate(self) -> None:
-        _positive(self, "start_timeout_s", "stop_timeout_s")
+# The sources of the TallyConfig being built by _build (load_config, replace): what a direct
+# TallyConfig(...) call reads instead is its keyword arguments and the process's environment.
+_SOURCES: contextvars.ContextVar[tuple[PydanticBaseSettingsSource, ...] | None] = \
+    contextvars.ContextVar("tally_config_sources", default=None)
 
 
-@dataclass(frozen=True)
-class TallyConfig:
-    state_dir: str = ".tally"
-    stack: StackConfig = field(default_factory=StackConfig)
-    kafka: KafkaConfig = field(default_factory=KafkaConfig)
-    hbase: HBaseConfig = field(default_factory=HBaseConfig)
-    lake: LakeConfig = field(default_factory=LakeConfig)
-    events: EventsConfig = field(default_factory=EventsConfig)
-    spark: SparkConfig = field(default_factory=SparkConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    stream: StreamConfig = field(default_factory=StreamConfig)
-    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
-    batch: BatchConfig = field(default_factory=BatchConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    front: FrontConfig = field(default_factory=FrontConfig)
+class TallyConfig(BaseSettings):
+    """Every setting of an installation: ``state_dir`` and one model per section."""
 
-    def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if dataclasses.is_dataclass(value):
-                value.validate()
+    # Strict are the sections (a file's "6" is no integer); the environment's strings are read
+    # by TallyEnvSource, so pydantic-settings' own coercion for strict models stays off here.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=True, frozen=True,
+        extra="forbid", validate_default=True)
+
+    state_dir: str = Field(".tally", description="Where an installation keeps its state: logs, "
+                                                 "checkpoints, the file lake by default.")
+    stack: StackConfig = Field(default_factory=StackConfig)
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    hbase: HBaseConfig = Field(default_factory=HBaseConfig)
+    lake: LakeConfig = Field(default_factory=LakeConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
+    spark: SparkConfig = Field(default_factory=SparkConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    front: FrontConfig = Field(default_factory=FrontConfig)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        sources = _SOURCES.get()
+        if sources is None:
+            return init_settings, TallyEnvSource(settings_cls, os.environ)
+        return (init_settings, *sources)
+
+    @model_validator(mode="after")
+    def _speed_outlives_batch_lag(self) -> "TallyConfig":
+        """hbase.speed_ttl_days must be longer than batch.max_lag_days."""
         if self.hbase.speed_ttl_days <= self.batch.max_lag_days:
-            raise ConfigError(
-                "hbase.speed_ttl_days: must be longer than batch.max_lag_days, so that no bucket "
-                "after the batch horizon has already expired from the speed views")
+            raise RuleError("hbase.speed_ttl_days",
+                            "must be longer than batch.max_lag_days, so that no bucket after the "
+                            "batch horizon has already expired from the speed views")
+        return self
+
+    @model_validator(mode="after")
+    def _ahead_within_watermark(self) -> "TallyConfig":
+        """events.ahead_tolerance must not exceed stream.watermark."""
         if self.events.ahead_tolerance_ms > self.stream.watermark_ms:
-            raise ConfigError(
-                "events.ahead_tolerance: must not exceed stream.watermark, so that no event moves "
-                "the speed layer's watermark past the receiving clock")
+            raise RuleError("events.ahead_tolerance",
+                            "must not exceed stream.watermark, so that no event moves the speed "
+                            "layer's watermark past the receiving clock")
+        return self
+
+    @model_validator(mode="after")
+    def _nginx_outwaits_kafka(self) -> "TallyConfig":
+        """front.read_timeout_s must be longer than serve.kafka_timeout_s."""
         if self.front.read_timeout_s <= self.serve.kafka_timeout_s:
-            raise ConfigError(
-                "front.read_timeout_s: must be longer than serve.kafka_timeout_s, so nginx does not "
-                "cut an ingest that is still waiting for Kafka's acknowledgement")
+            raise RuleError("front.read_timeout_s",
+                            "must be longer than serve.kafka_timeout_s, so nginx does not cut an "
+                            "ingest that is still waiting for Kafka's acknowledgement")
+        return self
 
     # Derived locations ---------------------------------------------------------------------
     @property
@@ -488,101 +622,246 @@ class TallyConfig:
         return (self.state_path / "lake").as_uri()
 
     def replace(self, **changes: Any) -> "TallyConfig":
-        """A copy with top-level keys or ``section={...}`` dicts of keys changed, re-validated."""
+        """A copy with top-level keys or ``section={...}`` dicts of keys changed, re-validated
+        (neither the file nor the environment is read again)."""
         data = to_dict(self)
         for key, value in changes.items():
-            if isinstance(value, Mapping):
-                data.setdefault(key, {}).update(value)
+            if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+                data[key] = {**data[key], **value}
             else:
                 data[key] = value
         return from_dict(data)
 
 
-def _positive(section: Any, *names: str) -> None:
-    for name in names:
-        if getattr(section, name) <= 0:
-            raise ConfigError(f"{section.section}.{name}: must be > 0")
+@functools.cache
+def sections() -> dict[str, type[Section]]:
+    """The sections of :class:`TallyConfig`, by name, in the order of the file."""
+    return {name: f.annotation for name, f in TallyConfig.model_fields.items()
+            if isinstance(f.annotation, type) and issubclass(f.annotation, Section)}
 
 
-def _coerce(value: Any, typ: Any, key: str, from_env: bool) -> Any:
-    origin = typing.get_origin(typ)
-    if typ is bool:
-        if from_env and isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: must be a boolean")
-    if typ is int:
-        if from_env and isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise ConfigError(f"{key}: must be an integer, got {value!r}") from None
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}: must be an integer")
-    if typ is float:
-        if from_env and isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                raise ConfigError(f"{key}: must be a number, got {value!r}") from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{key}: must be a number")
-    if typ is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: must be a string")
-    if origin is tuple:
-        if from_env and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return tuple(value)
-        raise ConfigError(f"{key}: must be a list of strings")
-    raise ConfigError(f"{key}: unsupported type {typ!r}")  # pragma: no cover
+@functools.cache
+def setting_env_names() -> dict[str, str]:
+    """Every setting's environment variable -> its dotted key (``TALLY_KAFKA__TOPIC`` ->
+    ``kafka.topic``)."""
+    names = {f"{ENV_PREFIX}{name.upper()}": name for name in TallyConfig.model_fields
+             if name not in sections()}
+    for sname, cls in sections().items():
+        for key in cls.model_fields:
+            names[f"{ENV_PREFIX}{sname.upper()}__{key.upper()}"] = f"{sname}.{key}"
+    return names
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str, from_env: Mapping[str, bool]) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            where = f"{prefix}{key}"
-            raise ConfigError(f"{where}: unknown config key (known: {', '.join(sorted(known))})")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
+# Environment variables ------------------------------------------------------------------------
+
+_WARNED: set[str] = set()
+
+
+def _not_a_setting(name: str) -> bool:
+    return name in ENV_NOT_KEYS or name.startswith(ENV_NOT_KEY_PREFIXES)
+
+
+def _settings_in(environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``TALLY_*`` variables of ``environ`` that name a setting, under the names the source
+    looks for (``TALLY_kafka__topic``). Any other ``TALLY_*`` variable is warned about once per
+    process (with the setting it may mean) and left out: it must not break a command."""
+    known = setting_env_names()
+    out: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or _not_a_setting(name):
             continue
-        key = f"{prefix}{f.name}"
-        typ = hints[f.name]
-        value = data[f.name]
-        if dataclasses.is_dataclass(typ):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{key}: must be a table of keys")
-            kwargs[f.name] = _build(typ, value, f"{key}.", from_env)
+        if name.upper() in known:
+            section, _, key = known[name.upper()].rpartition(".")
+            out[f"{ENV_PREFIX}{section}__{key}" if section else f"{ENV_PREFIX}{key}"] = value
+        elif name not in _WARNED:
+            _WARNED.add(name)
+            close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.8)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            log.warning("%s: names no setting, ignored%s", name, hint)
+    return out
+
+
+class TallyEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over the given mapping, reading only the variables
+    that name a setting (see :func:`_settings_in`); a list of strings is comma-separated."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return _settings_in(self._environ)
+
+    def explode_env_vars(self, field_name: str, field: FieldInfo,
+                         env_vars: Mapping[str, str | None]) -> dict[str, Any]:
+        values = super().explode_env_vars(field_name, field, env_vars)
+        keys = field.annotation.model_fields if isinstance(field.annotation, type) and \
+            issubclass(field.annotation, BaseModel) else {}
+        for key, value in values.items():
+            if key in keys and isinstance(value, str):
+                values[key] = _from_string(keys[key], value)
+        return values
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        return value if field is not None and _is_list(field) else \
+            super().decode_complex_value(field_name, field, value)
+
+
+def _is_list(field: FieldInfo) -> bool:
+    return typing.get_origin(field.annotation) is tuple
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(annotation: Any) -> TypeAdapter:
+    return TypeAdapter(annotation)
+
+
+def _from_string(field: FieldInfo, value: str) -> Any:
+    """An environment variable's value as the field's type: pydantic's reading of strings
+    (``6``, ``true``/``yes``/``on``, ``1.5``), a list comma-separated. A value that does not read
+    stays a string, for the (strict) validation to reject with the key named."""
+    if _is_list(field):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        return _adapter(field.annotation).validate_strings(value)
+    except ValidationError:
+        return value
+
+
+# Errors -----------------------------------------------------------------------------------------
+
+_TYPE_RULES = {
+    "int_type": "must be an integer", "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer", "float_type": "must be a number",
+    "float_parsing": "must be a number", "bool_type": "must be a boolean",
+    "bool_parsing": "must be a boolean", "string_type": "must be a string",
+    "tuple_type": "must be a list of strings", "list_type": "must be a list of strings",
+    "model_type": "must be a table of keys", "dict_type": "must be a table of keys",
+    "model_attributes_type": "must be a table of keys",
+}
+_BOUNDS = {"greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+           "less_than": "must be below {lt}", "less_than_equal": "must be at most {le}"}
+
+
+def _field_at(loc: tuple) -> tuple[FieldInfo | None, Any]:
+    """The field at a validation error's location, and the annotation of its item when the
+    location points into a list."""
+    model: Any = TallyConfig
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            args = typing.get_args(field.annotation) if field else ()
+            return field, (args[0] if args else None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None, None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None, None
+        model = field.annotation
+    return field, None
+
+
+def rule_of(metadata: list) -> Rule:
+    """The :class:`Rule` among a field's metadata (an empty one if it has none)."""
+    return next((m for m in metadata if isinstance(m, Rule)), Rule())
+
+
+def _bounds(metadata: list) -> dict[str, Any]:
+    out = {}
+    for m in metadata:
+        for name in ("gt", "ge", "lt", "le"):
+            if getattr(m, name, None) is not None:
+                out[name] = getattr(m, name)
+    return out
+
+
+def _message(err: dict, env_of: Callable[[str], str | None]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc if isinstance(p, str))
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    field, item = _field_at(loc)
+    meta = list(field.metadata) if field else []
+    item_meta = list(typing.get_args(item)[1:]) if typing.get_origin(item) is Annotated else []
+    rule = rule_of(item_meta or meta) if item is not None else rule_of(meta)
+    secret = rule.secret or rule_of(meta).secret
+    shown = "" if secret else f", got {value!r}"
+
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        owner = TallyConfig if not parent else sections().get(str(parent[0]))
+        known = sorted(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(known)}"
+        text = f"{key}: unknown config key ({hint})"
+    elif kind in ("value_error", "assertion_error") and isinstance(ctx.get("error"), RuleError):
+        exc = ctx["error"]
+        key = ".".join(p for p in (key, exc.key) if p)
+        text = f"{key}: {exc.rule}"
+    elif kind in ("value_error", "assertion_error"):
+        text = f"{key}: {ctx.get('error')}"
+    elif kind in _TYPE_RULES and item is not None:
+        text = f"{key}: each item {_TYPE_RULES[kind]}" + ("" if secret else f", got {value!r}")
+    elif kind in _TYPE_RULES:
+        text = f"{key}: {_TYPE_RULES[kind]}" + (shown if isinstance(value, str) else "")
+    elif kind == "literal_error":
+        choices = typing.get_args(field.annotation) if field else ()
+        text = f"{key}: must be one of {', '.join(map(str, choices))}" + shown
+    elif kind == "string_pattern_mismatch":
+        words = rule.text or f"must match {ctx.get('pattern')}"
+        if item is not None:
+            text = f"{key}: {words}" if secret else f"{key}: {value!r} {words}"
         else:
-            kwargs[f.name] = _coerce(value, typ, key, from_env.get(key, False))
-    return cls(**kwargs)
+            text = f"{key}: {words}{shown}"
+    elif kind in _BOUNDS:
+        bounds = _bounds(item_meta if item is not None else meta)
+        if rule.text:
+            words = rule.text
+        elif "ge" in bounds and "le" in bounds:
+            words = f"must be between {bounds['ge']} and {bounds['le']}"
+        else:
+            words = _BOUNDS[kind].format(**{**ctx, **bounds})
+        text = f"{key}: {words}" + (f" ({rule.why})" if rule.why else "")
+    elif kind in ("too_short", "too_long"):
+        text = f"{key}: {rule.text or err['msg'].lower()}"
+    else:
+        text = f"{key or 'config'}: {err['msg']}"
+    var = env_of(key)
+    return f"{text} (from {var})" if var else text
+
+
+def config_error(exc: ValidationError, env_of: Callable[[str], str | None] = lambda k: None
+                 ) -> ConfigError:
+    """One :class:`ConfigError` for all of a validation's errors, each as ``key: rule``."""
+    return ConfigError("; ".join(_message(e, env_of) for e in exc.errors()))
+
+
+# Building -------------------------------------------------------------------------------------
+
+def _build(init: Mapping[str, Any], *sources: PydanticBaseSettingsSource,
+           env_of: Callable[[str], str | None] = lambda k: None) -> TallyConfig:
+    token = _SOURCES.set(tuple(sources))
+    try:
+        return TallyConfig(**init)
+    except ValidationError as exc:
+        raise config_error(exc, env_of) from None
+    finally:
+        _SOURCES.reset(token)
 
 
 def from_dict(data: Mapping[str, Any], env_keys: Mapping[str, bool] | None = None) -> TallyConfig:
-    cfg = _build(TallyConfig, data, "", env_keys or {})
-    cfg.validate()
-    return cfg
+    """The config of ``data`` (a file's tables and keys) over the defaults, validated."""
+    return _build(dict(data))
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else (
-            list(value) if isinstance(value, tuple) else value)
-    return out
+def to_dict(cfg: BaseModel) -> dict[str, Any]:
+    """``cfg`` as the file's tables and keys (lists for lists)."""
+    return _lists(cfg.model_dump())
+
+
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _toml_value(value: Any) -> str:
@@ -597,63 +876,45 @@ def _toml_value(value: Any) -> str:
 
 def to_toml(cfg: "TallyConfig") -> str:
     """The whole config as a TOML file that :func:`load_config` reads back to an equal object."""
-    top, sections = [], []
+    top, tables = [], []
     for key, value in to_dict(cfg).items():
         if isinstance(value, dict):
-            sections.append(f"\n[{key}]\n" + "".join(f"{k} = {_toml_value(v)}\n"
-                                                    for k, v in value.items()))
+            tables.append(f"\n[{key}]\n" + "".join(f"{k} = {_toml_value(v)}\n"
+                                                  for k, v in value.items()))
         else:
             top.append(f"{key} = {_toml_value(value)}\n")
-    return "".join(top) + "".join(sections)
+    return "".join(top) + "".join(tables)
 
 
-def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, bool]]:
-    data: dict[str, Any] = {}
-    marks: dict[str, bool] = {}
-    sections = {f.name for f in dataclasses.fields(TallyConfig)
-                if dataclasses.is_dataclass(typing.get_type_hints(TallyConfig)[f.name])}
-    for name, value in environ.items():
-        if (not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS
-                or name.startswith(ENV_NOT_KEY_PREFIXES)):
-            continue
-        rest = name[len(ENV_PREFIX):].lower()
-        if "__" in rest:
-            section, key = rest.split("__", 1)
-            if section not in sections:
-                raise ConfigError(f"{name}: unknown config section {section!r}")
-            data.setdefault(section, {})[key] = value
-            marks[f"{section}.{key}"] = True
-        else:
-            data[rest] = value
-            marks[rest] = True
-    return data, marks
+def _toml_source(path: str | os.PathLike) -> TomlConfigSettingsSource:
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"--config: no such file: {path}")
+    try:
+        return TomlConfigSettingsSource(TallyConfig, toml_file=Path(path))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
 
 
 def load_config(path: str | os.PathLike | None = None,
                 environ: Mapping[str, str] | None = None,
                 overrides: Mapping[str, Any] | None = None) -> TallyConfig:
     """Defaults, then the TOML file (``path`` or ``$TALLY_CONFIG``), then ``TALLY_*``, then
-    ``overrides`` (what command-line flags such as ``--state-dir`` set)."""
+    ``overrides`` (what command-line flags such as ``--state-dir`` set; None: not given)."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
     path = path or environ.get("TALLY_CONFIG")
+    env = TallyEnvSource(TallyConfig, environ)
+    by_key = {v: k for k, v in setting_env_names().items()}
+    given = {name.upper() for name in environ if name.startswith(ENV_PREFIX)}
+
+    def env_of(key: str) -> str | None:
+        var = by_key.get(key)
+        return var if var in given else None
+
+    sources: list[PydanticBaseSettingsSource] = [env]
     if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"--config: no such file: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
-    env, marks = _env_overrides(environ)
-    for key, value in env.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    for key, value in (overrides or {}).items():
-        if isinstance(value, Mapping):
-            data.setdefault(key, {}).update(value)
-        elif value is not None:
-            data[key] = value
-    return from_dict(data, marks)
+        sources.append(_toml_source(path))
+    init = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return _build(init, *sources, env_of=env_of)
+
