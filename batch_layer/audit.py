@@ -16,7 +16,6 @@ from typing import Any
 
 from schemas.granularity import DAY_MS
 from speed_layer import open_speed_views
-from batch_layer.catalog import Catalog
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
 from schemas.errors import TallyError
@@ -28,12 +27,12 @@ def _ms(t) -> int:
 
 
 def audit_day(cfg: TallyConfig, day: dt.date, worst: int = 5) -> dict[str, Any]:
-    catalog = Catalog(cfg)
-    entry = catalog.current(day.isoformat())
+    views = BatchViews(cfg)
+    entry = views.current(day.isoformat())
     if entry is None:
         raise TallyError(f"--date {day}: no published batch view (run `tally batch --date {day}`)")
     batch: dict[str, dict[tuple[str, int], tuple[int, int]]] = {t: {} for t in cfg.events.types}
-    for r in BatchViews(cfg, catalog).read(entry, "minute").to_pylist():
+    for r in views.read(entry, "minute").to_pylist():
         batch.setdefault(r["event_type"], {})[(r["video_id"], _ms(r["bucket_start"]))] = (r["count"], r["watch_ms"])
     store = open_speed_views(cfg)
     start = _ms(dt.datetime.combine(day, dt.time(), dt.timezone.utc))
@@ -78,7 +77,7 @@ def audit_day(cfg: TallyConfig, day: dt.date, worst: int = 5) -> dict[str, Any]:
     if tot["over"] or tot["over_watch"]:
         reasons.append(f"the speed views over-count {tot['over']} events / {tot['over_watch']} watch_ms "
                        f"(more than the batch view; was the batch computed before all raw events "
-                       f"were archived? input listed {entry['input']['listed_at']})")
+                       f"were archived? input listed {entry.input.listed_at})")
     if tot["missed"] > dropped:
         reasons.append(f"the speed views miss {tot['missed']} events, more than the day's counters "
                        f"explain ({late} dropped as late, {ahead} ahead of the clock"
@@ -89,7 +88,7 @@ def audit_day(cfg: TallyConfig, day: dt.date, worst: int = 5) -> dict[str, Any]:
         reasons.append(f"the day is older than the speed views' retention "
                        f"({cfg.hbase.speed_ttl_days} days): nothing to compare")
     return {
-        "day": day.isoformat(), "batch_version": entry["version"], "batch_computed_at": entry["computed_at"],
+        "day": day.isoformat(), "batch_version": entry.version, "batch_computed_at": entry.computed_at,
         "speed_progress": {k: record[k] for k in ("batch_id", "max_event_time", "watermark", "updated_at")
                            if k in record},
         "dropped_late_counter": late,

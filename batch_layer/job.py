@@ -37,6 +37,7 @@ from batch_layer.catalog import (
 )
 from adapters import log
 from adapters.lake import spark_uri
+from batch_layer.entry import PublicationEntry
 from batch_layer.published import BatchState, closed_by_time, input_window
 from schemas import __version__
 from schemas.archive import VIEW_COLUMNS, spark_schema
@@ -199,7 +200,7 @@ def archive_closure(cfg: TallyConfig, index: ArchiveIndex, timeout_s: float | No
 
 def batch_state(cfg: TallyConfig, catalog: Catalog, state: IndexState, now_ms: int) -> BatchState:
     return BatchState(catalog.published_days(), state,
-                      lambda day, seq: catalog.entry(day, seq) or {"day": day},
+                      lambda day, seq: PublicationEntry.parse(catalog.entry(day, seq) or {"day": day}),
                       now_ms, cfg.batch.lateness_ms, cfg.batch.dedup_span_days,
                       cfg.batch.horizon_start)
 
@@ -386,12 +387,12 @@ def _verify(spark, catalog: Catalog, version: str, days: list[str],
     return files
 
 
-def _not_computed(day: str, reason: str, cur: dict[str, Any] | None, closed: bool = False) -> DayResult:
+def _not_computed(day: str, reason: str, cur: PublicationEntry | None, closed: bool = False) -> DayResult:
     """A day left as it is: its published version's figures, if it has one."""
-    totals = (cur or {}).get("totals") or {}
-    return DayResult(day, (cur or {}).get("version", ""), False, reason, int(totals.get("events", 0)),
-                     int(totals.get("watch_ms", 0)), int(((cur or {}).get("input") or {}).get("raw_rows", 0)),
-                     0.0, {g: v["rows"] for g, v in ((cur or {}).get("views") or {}).items()}, {}, closed)
+    if cur is None:
+        return DayResult(day, "", False, reason, 0, 0, 0, 0.0, {}, {}, closed)
+    return DayResult(day, cur.version, False, reason, cur.events, cur.watch_ms, cur.input.raw_rows,
+                     0.0, {g: rows for g, (rows, _files) in cur.views.items()}, {}, closed)
 
 
 # What a command asks for ---------------------------------------------------------------------------
@@ -478,10 +479,10 @@ def run_dates(spark, cfg: TallyConfig, days: list[dt.date], force: bool = False,
                    f"open day does not move the horizon)")
             report.results.append(_not_computed(d, why, cur))
             continue
-        if cur and cur.get("pinned") and mode == "batch" and not force:
+        if cur and cur.pinned and mode == "batch" and not force:
             report.results.append(_not_computed(d, "pinned: rolled back; --force recomputes it", cur, True))
             continue
-        if (skip_unchanged and not force and cur and cur.get("code_version") == __version__
+        if (skip_unchanged and not force and cur and cur.code_version == __version__
                 and not bstate.needs_run(d)):
             report.results.append(_not_computed(d, "unchanged input: the published version stands",
                                                 cur, True))

@@ -22,12 +22,13 @@ Nothing here does I/O except through the ``entry`` reader it is given.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from schemas.granularity import DAY_MS, day_name, day_number
+from batch_layer.entry import PublicationEntry
 from speed_layer.archive_index import IndexState
 
-EntryReader = Callable[[str, int], dict[str, Any]]
+EntryReader = Callable[[str, int], PublicationEntry]
 
 
 def latest_closed_day(now_ms: int, lateness_ms: int) -> str:
@@ -39,15 +40,12 @@ def closed_by_time(day: str, now_ms: int, lateness_ms: int) -> bool:
     return (day_number(day) + 1) * DAY_MS + lateness_ms <= now_ms
 
 
-def entry_closed(entry: dict[str, Any], lateness_ms: int) -> bool:
+def entry_closed(entry: PublicationEntry, lateness_ms: int) -> bool:
     """Whether the entry's version was computed from a closed day (entries from before the flag
     existed: when it was computed after the day's end plus the lateness)."""
-    if "closed" in entry:
-        return bool(entry["closed"])
-    from schemas.event import parse_rfc3339_ms
-
-    computed = parse_rfc3339_ms(str(entry.get("computed_at") or "")) or 0
-    return closed_by_time(entry["day"], computed, lateness_ms)
+    if entry.closed is not None:
+        return entry.closed
+    return closed_by_time(entry.day, entry.computed_at_ms or 0, lateness_ms)
 
 
 def input_window(day: str, span: int) -> list[str]:
@@ -56,20 +54,18 @@ def input_window(day: str, span: int) -> list[str]:
     return [day_name(n - k) for k in range(span, -1, -1)]
 
 
-def covers(entry: dict[str, Any], day: str, index: IndexState, span: int) -> bool:
+def covers(entry: PublicationEntry, day: str, index: IndexState, span: int) -> bool:
     """Whether ``entry``'s input listing covers everything the index holds for its day and the
     days its deduplication looked at (not those it left out as pinned)."""
-    inp = entry.get("input") or {}
-    seen = inp.get("seen")
+    seen = entry.input.seen
     if seen is None:  # an entry from before the index: compare raw rows
         summary = index.days.get(day)
-        return summary is None or summary.rows <= int(inp.get("raw_rows", 0))
-    skipped = set(inp.get("pinned_span_days") or ())
+        return summary is None or summary.rows <= entry.input.raw_rows
     for d in input_window(day, span):
-        if d in skipped:
+        if d in entry.input.pinned_span_days:
             continue
         summary = index.days.get(d)
-        if summary is not None and summary.rows and summary.last_seq > int(seen.get(d, 0)):
+        if summary is not None and summary.rows and summary.last_seq > seen.get(d, 0):
             return False
     return True
 
@@ -103,7 +99,7 @@ class BatchState:
                     return (n + 1) * DAY_MS
         return None
 
-    def current(self, day: str) -> dict[str, Any] | None:
+    def current(self, day: str) -> PublicationEntry | None:
         seq = self.published.get(day)
         return self.entry(day, seq) if seq else None
 
@@ -113,7 +109,7 @@ class BatchState:
         if known is not None:
             return known
         cur = self.current(day)
-        if cur is not None and cur.get("pinned"):
+        if cur is not None and cur.pinned:
             result = (False, True)
         elif self.horizon_start and day < self.horizon_start:
             result = (False, False)
@@ -125,10 +121,10 @@ class BatchState:
         self._status[day] = result
         return result
 
-    def _covers(self, entry: dict[str, Any], day: str) -> bool:
+    def _covers(self, entry: PublicationEntry, day: str) -> bool:
         """Covers its input, and the days its deduplication left out as pinned are exactly the
         pinned ones of its span now."""
-        left_out = set((entry.get("input") or {}).get("pinned_span_days") or ())
+        left_out = entry.input.pinned_span_days
         pinned_now = {d for d in input_window(day, self.span)[:-1] if self.pinned(d)}
         return left_out == pinned_now and covers(entry, day, self.index, self.span)
 
@@ -136,7 +132,8 @@ class BatchState:
         return self.before_horizon(day) and self._day(day)[0]
 
     def pinned(self, day: str) -> bool:
-        return self.current(day) is not None and bool(self.current(day).get("pinned"))
+        cur = self.current(day)
+        return cur is not None and cur.pinned
 
     def before_horizon(self, day: str) -> bool:
         return self.horizon_ms is not None and (day_number(day) + 1) * DAY_MS <= self.horizon_ms
@@ -161,7 +158,7 @@ class BatchState:
         """Whether the nightly run should compute the day (closed by time assumed): it has raw
         data or is yesterday, and no version, or a version that does not cover its input."""
         cur = self.current(day)
-        if cur is not None and cur.get("pinned"):
+        if cur is not None and cur.pinned:
             return False
         if cur is None:
             return True

@@ -1,4 +1,5 @@
-"""Reading published batch views (the serving layer's offline store, the audit, the tests).
+"""The batch layer's read interface: the publication log (its listing and its entries, typed)
+and the published views (the serving layer's offline store, the audit, the tests).
 
 Only what the publication log names is read: the files of the current version of a day, listed
 in its entry, never a directory listing, so files of killed or unpublished runs are invisible.
@@ -7,9 +8,11 @@ in its entry, never a directory listing, so files of killed or unpublished runs 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import json
+from typing import Any, Mapping
 
-from batch_layer.catalog import Catalog
+from batch_layer.catalog import LOG_KEY, Catalog
+from batch_layer.entry import PublicationEntry
 from schemas.archive import VIEW_COLUMNS, arrow_schema
 from schemas.config import TallyConfig
 
@@ -29,14 +32,36 @@ class BatchViews:
         self.catalog = catalog or Catalog(cfg)
         self.fs, self.root = arrow_filesystem(cfg, self.catalog.store.uri)
 
-    def read(self, entry: dict[str, Any], granularity: str, video_id: str | None = None,
-             event_type: str | None = None):
+    @property
+    def store(self):
+        """The lake store the log and the views live in (adapters.lake)."""
+        return self.catalog.store
+
+    def published_days(self) -> dict[str, int]:
+        """Every day with a published version, and the position (seq) of its newest entry."""
+        return self.catalog.published_days()
+
+    def entry(self, day: str, seq: int) -> PublicationEntry | None:
+        """One publication entry (immutable once written; None: not there)."""
+        data = self.store.get(f"{LOG_KEY}/date={day}/{seq:010d}.json")
+        return PublicationEntry.parse(json.loads(data)) if data is not None else None
+
+    def current(self, day: str) -> PublicationEntry | None:
+        record = self.catalog.current(day)
+        return PublicationEntry.parse(record) if record is not None else None
+
+    def log_entries(self) -> int:
+        """How many entries the publication log holds (one listing)."""
+        return len(self.store.list(f"{LOG_KEY}/"))
+
+    def read(self, entry: PublicationEntry | Mapping[str, Any], granularity: str,
+             video_id: str | None = None, event_type: str | None = None):
         """The rows of one published version's view, optionally for one video and type."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        files = entry["views"][granularity]["files"]
+        files = PublicationEntry.of(entry).files(granularity)
         if not files:
             return VIEW_SCHEMA.empty_table()
         filters = []

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from adapters import log
-from batch_layer.catalog import LOG_KEY, Catalog
+from batch_layer.entry import PublicationEntry
 from batch_layer.published import BatchState
 from batch_layer.views import BatchViews
 from schemas.config import TallyConfig
@@ -189,21 +189,20 @@ class BatchReader:
     def __init__(self, cfg: TallyConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.catalog = Catalog(cfg)
-        self.views = BatchViews(cfg, self.catalog)
-        if not self.catalog.store.uri.startswith("file://"):
+        self.views = BatchViews(cfg)
+        if not self.views.store.uri.startswith("file://"):
             self.views.fs = _s3_fs_with_timeouts(cfg)
         self.view_cache = ByteCache(cfg.serve.cache_mb * 1024 * 1024)
         # Publication entries never change once written: kept by (day, seq).
         self._entries = ByteCache(ENTRY_CACHE_BYTES)
         self._snapshot: Snapshot | None = None
-        self.index = ArchiveIndex(self.catalog.store)
+        self.index = ArchiveIndex(self.views.store)
         self._lock = threading.Lock()
 
     def check_root(self) -> None:
         """A file:// lake whose root is gone (a volume not mounted) lists as empty, which would
         read as "nothing published": a DependencyError instead."""
-        store = self.catalog.store
+        store = self.views.store
         if store.uri.startswith("file://") and not store.root.is_dir():
             LOG.warning("lake root %s is not a readable directory", store.root)
             raise DependencyError("lake", "the lake's root directory is missing or not readable")
@@ -215,7 +214,7 @@ class BatchReader:
         if snap is not None and now - snap.taken_at < self.cfg.serve.catalog_ttl_s:
             return snap
         self.check_root()
-        days = _lake("listing the publication log", self.catalog.published_days)
+        days = _lake("listing the publication log", self.views.published_days)
         with self._lock:  # the index reader keeps what it read: one refresh at a time
             index = _lake("reading the archive's index", self.index.state)
         b = self.cfg.batch
@@ -225,26 +224,22 @@ class BatchReader:
         self._snapshot = snap
         return snap
 
-    def entry(self, day: str, seq: int) -> dict[str, Any]:
+    def entry(self, day: str, seq: int) -> PublicationEntry:
         key = (day, seq)
         e = self._entries.get(key)
         if e is not None:
             return e
-        import json
-
-        data = _lake(f"reading the publication entry of {day}",
-                     lambda: self.catalog.store.get(f"{LOG_KEY}/date={day}/{seq:010d}.json"))
-        if data is None:
+        e = _lake(f"reading the publication entry of {day}", lambda: self.views.entry(day, seq))
+        if e is None:
             raise DependencyError("lake", f"publication entry {seq} of {day} is missing")
-        e = json.loads(data)
-        self._entries.put(key, e, json_bytes(e))
+        self._entries.put(key, e, json_bytes(e.record) * 2)  # the record and its parsed fields
         return e
 
     def version(self, snap: Snapshot, day: str) -> str | None:
         """The current version of a day in the snapshot (None: none published)."""
         if day not in snap.days:
             return None
-        return self.entry(day, snap.days[day])["version"]
+        return self.entry(day, snap.days[day]).version
 
     def view(self, snap: Snapshot, day: str, granularity: str) -> tuple[str | None, IndexedView]:
         """(version, indexed view) of a day the plan answers from the batch views: its current
@@ -253,7 +248,7 @@ class BatchReader:
         if day not in snap.days:
             return None, EMPTY_VIEW
         e = self.entry(day, snap.days[day])
-        key = (day, e["version"], granularity)
+        key = (day, e.version, granularity)
         v = self.view_cache.get(key)
         if v is None:
             t0 = time.monotonic()
@@ -266,6 +261,6 @@ class BatchReader:
             metrics.VIEW_LOADS.labels(granularity).inc()
             metrics.CACHE_BYTES.set(self.view_cache.bytes)
             metrics.CACHE_VIEWS.set(len(self.view_cache))
-            log.kv(LOG, 20, "view loaded", day=day, version=e["version"], granularity=granularity,
+            log.kv(LOG, 20, "view loaded", day=day, version=e.version, granularity=granularity,
                    rows=table.num_rows, seconds=round(time.monotonic() - t0, 3))
-        return e["version"], v
+        return e.version, v

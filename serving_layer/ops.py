@@ -10,7 +10,6 @@ from typing import Any, Callable
 from flask import Blueprint, Response, jsonify
 
 from adapters import log
-from batch_layer.catalog import LOG_KEY
 from schemas.errors import TallyError, describe, public
 from serving_layer import metrics
 from serving_layer.context import resources, tally_cfg
@@ -67,10 +66,9 @@ def _check_lake() -> str:
 
     reader = resources().batch
     reader.check_root()
-    store = reader.catalog.store
-    keys = _lake("listing the publication log", lambda: store.list(f"{LOG_KEY}/"))
-    where = "file lake" if store.uri.startswith("file://") else store.uri
-    return f"{where}: {len(keys)} publication entries"
+    n = _lake("listing the publication log", reader.views.log_entries)
+    uri = reader.views.store.uri
+    return f"{'file lake' if uri.startswith('file://') else uri}: {n} publication entries"
 
 
 CHECKS: dict[str, Callable[[], str]] = {"kafka": _check_kafka, "hbase": _check_hbase,

@@ -3,6 +3,7 @@ on hand-made publication logs and index states."""
 
 from __future__ import annotations
 
+from batch_layer.entry import PublicationEntry
 from batch_layer.published import BatchState, day_number, latest_closed_day
 from speed_layer.archive_index import DaySummary, IndexState
 
@@ -21,7 +22,9 @@ def state(log: dict[str, list[dict]], index: dict[str, tuple[int, int]], now=NOW
     idx = IndexState(seq=max([s for _r, s in index.values()], default=0),
                      days={d: DaySummary(d, r, 1, s, 0, 0) for d, (r, s) in index.items()})
     published = {d: len(es) for d, es in log.items()}
-    return BatchState(published, idx, lambda d, seq: log[d][seq - 1], now, LATENESS, span, start)
+    # The log's JSON documents, parsed as every reader gets them.
+    return BatchState(published, idx, lambda d, seq: PublicationEntry.parse(log[d][seq - 1]), now,
+                      LATENESS, span, start)
 
 
 def test_latest_closed_day():

@@ -134,8 +134,8 @@ def test_counts_merge_and_one_snapshot_per_request(setup, monkeypatch):
     cfg, app, res = setup
     c = app.test_client()
     listings = []
-    real = res.batch.catalog.published_days
-    monkeypatch.setattr(res.batch.catalog, "published_days", lambda: listings.append(1) or real())
+    real = res.batch.views.published_days
+    monkeypatch.setattr(res.batch.views, "published_days", lambda: listings.append(1) or real())
     r = c.get("/v1/videos/v1/counts", query_string={
         "from": iso(D0_MS + 30_000), "to": iso(D0_MS + DAY + 2 * HOUR - 1), "granularity": "hour"})
     assert r.status_code == 200, r.json
