@@ -27,11 +27,18 @@ def test_defaults_match_the_contract():
     ({"TALLY_CLUSTER__MASTER_PORT": "8090"}, "cluster: master_port, master_webui_port"),
     ({"TALLY_CLUSTER__MASTER_PORT": "70000"}, "cluster.master_port: must be below 65536"),
     ({"TALLY_CLUSTER__APP_CORES": "3"}, "cluster.app_cores: must not exceed"),
-    ({"TALLY_CLUSTER__MASTR_PORT": "1"}, "cluster.mastr_port: unknown config key"),
 ])
 def test_bad_values_are_rejected_naming_the_key(env, message):
     with pytest.raises(ConfigError, match=message):
         load_config(environ=env)
+
+
+def test_a_misspelt_key_is_rejected_in_a_file_and_warned_about_in_the_environment(tmp_path):
+    (tmp_path / "c.toml").write_text("[cluster]\nmastr_port = 1\n")
+    with pytest.raises(ConfigError, match="cluster.mastr_port: unknown config key"):
+        load_config(tmp_path / "c.toml", environ={})
+    # A variable that names no setting never breaks a command (tests/unit/test_config.py).
+    assert load_config(environ={"TALLY_CLUSTER__MASTR_PORT": "1"}).cluster.master_port == 7077
 
 
 @pytest.fixture

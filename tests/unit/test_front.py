@@ -25,11 +25,18 @@ def test_config_toml_round_trip(tmp_path):
     ({"TALLY_FRONT__INSTANCES": "0"}, "front.instances: must be > 0"),
     ({"TALLY_FRONT__INSTANCES": "17"}, "front.instances: must be at most 16"),
     ({"TALLY_FRONT__READ_TIMEOUT_S": "5"}, "front.read_timeout_s: must be longer than serve.kafka_timeout_s"),
-    ({"TALLY_FRONT__RETRY_POST": "true"}, "front.retry_post: unknown config key"),
 ])
 def test_bad_front_config_is_rejected_naming_the_key(env, message):
     with pytest.raises(ConfigError, match=message):
         load_config(environ=env)
+
+
+def test_an_unknown_front_key_is_rejected_in_a_file(tmp_path):
+    (tmp_path / "c.toml").write_text("[front]\nretry_post = true\n")
+    with pytest.raises(ConfigError, match="front.retry_post: unknown config key"):
+        load_config(tmp_path / "c.toml", environ={})
+    # A variable that names no setting never breaks a command (tests/unit/test_config.py).
+    assert load_config(environ={"TALLY_FRONT__RETRY_POST": "true"}) == load_config(environ={})
 
 
 def test_nginx_conf(tmp_path):

@@ -72,7 +72,7 @@ def test_the_cron_job_line_runs_as_written(tmp_path):
     home.mkdir()
     (home / ".venv").symlink_to(venv)
     state = tmp_path / "state"
-    (state / "logs").mkdir(parents=True)
+    state.mkdir(parents=True)  # a fresh state directory: the job line makes logs/ itself
     lake = tmp_path / "lake"
     lake.mkdir()
     config = tmp_path / "tally.toml"
