@@ -73,7 +73,7 @@ bench: stack-up
 
 # docs/dashboard.png, the picture of the dashboard in docs/serving.md (its own tables, dropped after).
 dashboard-png: stack-up
-	$(PY) docs/dashboard_png.py
+	$(PY) tests/dashboard_png.py
 
 # docs/architecture.svg from its source docs/architecture.dot (Graphviz, installed by system-deps).
 docs: system-deps

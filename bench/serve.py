@@ -73,7 +73,7 @@ def prepare(cfg, videos: int, per_day: int, batch_days: int, work: Path) -> dict
     from speed_layer.store import HBaseSpeedStore, MinuteCount
     from tally.devstack.generator import GeneratorOptions, build_traffic
     from tally.devstack.provision import create_tables
-    from tests.integration.servekit import day_ms, publish_minutes
+    from tally.devstack.worlds import day_ms, publish_minutes
 
     first = dt.date.fromisoformat(cfg.batch.horizon_start)
     key = f"{first}-{videos}-{per_day}-{batch_days}"

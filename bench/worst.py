@@ -43,7 +43,7 @@ def prepare(cfg, days: int, videos: int, rows_per_day: int, work: Path, full: bo
 
     from speed_layer.store import HBaseSpeedStore, MinuteCount
     from tally.devstack.provision import create_lake, create_tables
-    from tests.integration.servekit import day_ms, publish_minutes
+    from tally.devstack.worlds import day_ms, publish_minutes
 
     today = dt.datetime.now(dt.timezone.utc).date()
     key = f"{today}-{days}-{videos}-{rows_per_day}-{'full' if full else 'empty'}"

@@ -1,5 +1,5 @@
 """A small headless-Chromium driver over the DevTools protocol (CDP), for the dashboard test and
-the screenshot script (``docs/dashboard_png.py``): Debian's ``chromium`` and the
+the screenshot script (``tests/dashboard_png.py``): Debian's ``chromium`` and the
 ``websocket-client`` package, no browser download and no separate driver binary.
 """
 

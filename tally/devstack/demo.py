@@ -95,6 +95,14 @@ def _demo_env(cfg: TallyConfig, run: str, run_dir: Path, lake: str,
 
 # Processes the demo starts -------------------------------------------------------------------------
 
+def _queries_started(cfg: TallyConfig) -> bool:
+    """Every query of the streaming job has started: Spark has written its checkpoint's
+    metadata (each demo run has a state directory of its own, so none is left from before)."""
+    from speed_layer.app import QUERIES
+
+    return all((cfg.state_path / "checkpoints" / q / "metadata").is_file() for q in QUERIES)
+
+
 class Child:
     """A ``tally`` subcommand in its own process group, output to a log file."""
 
@@ -107,9 +115,6 @@ class Child:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
-
-    def log_has(self, text: str) -> bool:
-        return text in self.log_path.read_text(errors="replace")
 
     def last_line(self, prefix: str) -> str:
         lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines()
@@ -287,8 +292,7 @@ def _run(cfg: TallyConfig, events: int, days: int, lake: str, wait: bool,
     stream = Child("stream", ["-v", "stream", "--trigger", "2s", "--archive-trigger", "10s"], env,
                    run_dir / "stream.log")
     children.append(stream)
-    _wait("the stream's queries to start", lambda: stream.log_has("stream: queries speed"), 240,
-          stream)
+    _wait("the stream's queries to start", lambda: _queries_started(dcfg), 240, stream)
 
     truth_path = run_dir / "truth.parquet"
     _step(3, f"sending {events:,} events over {days} days ({first} to {last}) in timestamp order, "

@@ -33,3 +33,43 @@ def test_a_production_install_pulls_no_tooling_library():
     assert not names & {"moto", "matplotlib", "venv-pack", "pytest", "duckdb"}, names
     devstack = cfg["options.extras_require"]["devstack"]
     assert "moto[server]" in devstack and "matplotlib" in devstack
+
+
+def test_bench_and_docs_build_their_worlds_without_the_test_kits():
+    """Benchmarks and documentation scripts use tally.devstack.worlds, never tests/."""
+    offenders = [f"{path.relative_to(ROOT)}:{n}"
+                 for path in [*ROOT.glob("bench/*.py"), *ROOT.glob("docs/**/*.py")]
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if re.match(r"\s*(from|import)\s+tests\b", line)]
+    assert offenders == []
+    assert any("tally.devstack.worlds" in p.read_text() for p in ROOT.glob("bench/*.py"))
+
+
+def test_the_installed_production_closure_holds_no_tooling_library():
+    """What `pip install .` pulls (the installed dependency tree without extras) holds no mock S3
+    server, no plotting library and no test runner; the devstack extra brings them."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    def closure(name: str, extras: tuple[str, ...] = (), seen: set | None = None) -> set[str]:
+        seen = set() if seen is None else seen
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in seen:
+            return seen
+        seen.add(key)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            return seen
+        for line in requires:
+            req = Requirement(line)
+            if req.marker and not any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                continue
+            closure(req.name, tuple(req.extras), seen)
+        return seen
+
+    base = closure("tally")
+    assert {"pyspark", "flask", "pydantic-settings", "cachetools"} <= base, sorted(base)
+    assert not base & {"moto", "matplotlib", "venv-pack", "pytest", "duckdb"}, sorted(base)
+    assert {"moto", "matplotlib"} <= closure("tally", ("devstack",))

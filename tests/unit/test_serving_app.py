@@ -18,7 +18,7 @@ from serving_layer.params import parse_counts, parse_top
 from serving_layer.sizes import ENTRY, key_bytes
 from speed_layer import open_speed_views
 from speed_layer.views import DayCounters, MinuteCount, Progress, SpeedViews
-from tests.integration.servekit import publish_minutes, view_table
+from tally.devstack.worlds import publish_minutes, view_table
 
 DAY, HOUR, MIN = 86_400_000, 3_600_000, 60_000
 D0 = "2025-11-24"

@@ -1,4 +1,5 @@
-"""Regenerate docs/dashboard.png, the README's picture of the dashboard (``make dashboard-png``).
+"""Regenerate docs/dashboard.png, the picture of the dashboard in docs/serving.md (``make
+dashboard-png``), from a world built with the test kits.
 
 Needs the local stack (``tally stack up``). Makes a throw-away installation of its own (HBase
 tables ``dashshot_*``, topic ``dashshot.events``, a lake in a temporary directory), fills it with
@@ -6,7 +7,7 @@ three generated days (the first two published as batch views, the last one in th
 views), serves the app on a free port and photographs the page in headless Chromium at the
 last three days by hour. The tables are dropped again at the end.
 
-    PYTHONPATH=. python docs/dashboard_png.py [--out docs/dashboard.png]
+    PYTHONPATH=. python tests/dashboard_png.py [--out docs/dashboard.png]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout
 
 from schemas.config import load_config  # noqa: E402
 from schemas.event import format_ms  # noqa: E402
