@@ -9,6 +9,9 @@ events topic's timestamp type (LogAppendTime: the receiving clock is the broker'
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -111,6 +114,47 @@ def _ensure_log_append_time(admin, topic: str) -> str | None:
     return old or "unknown"
 
 
+ADMIN_SOURCE = PROJECT_ROOT / "infra" / "hbase" / "TallyAdmin.java"
+
+
+def admin_classes(cfg: TallyConfig) -> Path | None:
+    """TallyAdmin compiled once (javac) into ``<lib dir>/tally-admin/<hash>``, the hash of its
+    source and of the java that runs it, so that each create_hbase_tables call does not compile
+    it again (source-file mode compiles on every run). None when it cannot be compiled or
+    stored there (no javac, a read-only lib dir): the caller then runs the source file."""
+    from adapters.paths import java_bin, lib_dir
+
+    java = Path(java_bin()).resolve()
+    digest = hashlib.sha256(ADMIN_SOURCE.read_bytes() + str(java).encode()).hexdigest()[:16]
+    out = lib_dir(cfg) / "tally-admin" / digest
+    if (out / "TallyAdmin.class").is_file():
+        return out
+    javac = java.parent / "javac"
+    javac = str(javac) if javac.exists() else shutil.which("javac")
+    if not javac:
+        return None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
+    except OSError:
+        return None
+    try:
+        res = subprocess.run([javac, "-nowarn", "-d", str(build), "-cp",
+                              f"{lib_dir(cfg) / 'hbase'}/*", str(ADMIN_SOURCE)],
+                             capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            LOG.info("compiling %s failed; running it as a source file: %s", ADMIN_SOURCE,
+                     res.stderr.strip()[-500:])
+            return None
+        try:
+            os.rename(build, out)  # atomic: a concurrent build that got there first wins
+        except OSError:
+            pass
+        return out if (out / "TallyAdmin.class").is_file() else None
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
 def create_table(cfg: TallyConfig, spec: TableSpec, timeout_s: float = 180) -> str:
     """Create one HBase table (see create_hbase_tables); returns what the Admin API reported."""
     return create_hbase_tables(cfg, [spec], timeout_s)[0]
@@ -125,7 +169,7 @@ def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: flo
     'added <name> <family> ttl=<new>') line follows those lines for each family changed."""
     from adapters.paths import java_bin, lib_dir
 
-    source = PROJECT_ROOT / "infra" / "hbase" / "TallyAdmin.java"
+    classes = admin_classes(cfg)
     args: list[str] = []
     for spec in specs:
         buckets = cfg.hbase.salt_buckets if spec.salted else 1
@@ -143,9 +187,10 @@ def create_hbase_tables(cfg: TallyConfig, specs: list[TableSpec], timeout_s: flo
             f"<value>{cfg.hbase.zookeeper_port}</value></property>\n"
             "</configuration>\n")
         Path(conf, "log4j2.properties").write_text("status = error\nrootLogger.level = off\n")
+        classpath = f"{conf}:{lib_dir(cfg) / 'hbase'}/*"
+        main = [f"{classes}:{classpath}", "TallyAdmin"] if classes else [classpath, str(ADMIN_SOURCE)]
         cmd = [java_bin(), "-Xmx256m", "-XX:TieredStopAtLevel=1",
-               f"-Dlog4j2.configurationFile={conf}/log4j2.properties",
-               "-cp", f"{conf}:{lib_dir(cfg) / 'hbase'}/*", str(source), *args]
+               f"-Dlog4j2.configurationFile={conf}/log4j2.properties", "-cp", *main, *args]
         # A master that has just started answers Thrift before it accepts DDL ("Master is
         # initializing"): retry for a while before giving up.
         deadline = time.monotonic() + timeout_s

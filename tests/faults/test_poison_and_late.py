@@ -16,7 +16,7 @@ import json
 
 from tests.integration.speedkit import (
     compare_with_truth, dlq_records, hbase_minutes, make_installation, read_truth,
-    send_very_late, sent_records, wait_exit, wait_for_watermark,
+    send_very_late, sent_records, stop_when_caught_up, wait_for_watermark,
 )
 
 DAYS = [dt.date(2026, 11, 21), dt.date(2026, 11, 22)]
@@ -46,7 +46,7 @@ def poison_pills(n: int) -> list[bytes]:
 
 def test_poison_pills_and_late_events(stack, tmp_path, unique, spark_reader):
     from adapters.producer import TallyProducer
-    from batch_layer.job import run_day
+    from batch_layer.job import run_dates
     from serving_layer.app import create_app
     from speed_layer.store import HBaseSpeedStore
 
@@ -58,7 +58,7 @@ def test_poison_pills_and_late_events(stack, tmp_path, unique, spark_reader):
     assert sum(len(p) >= BIG for p in poison) >= 3
     every = len(valid) // len(poison)
 
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s", "--until-idle", "10")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s")
     inst.wait_for_log("stream: queries speed")
     with TallyProducer(inst.cfg) as producer:
         pills = iter(poison)
@@ -72,7 +72,7 @@ def test_poison_pills_and_late_events(stack, tmp_path, unique, spark_reader):
             producer.send_raw(pill)
     wait_for_watermark(inst, f"{DAYS[1]}T23:00")
     very_late = send_very_late(inst, 150, DAYS[0].isoformat())
-    assert wait_exit(stream, 600, inst) == 0, inst.stream_log()  # nothing crashed
+    assert stop_when_caught_up(inst, stream, len(poison)) == 0, inst.stream_log()  # nothing crashed
 
     # The dead-letter topic holds exactly the poison, each with its reason.
     dlq = dlq_records(inst.cfg, len(poison))
@@ -90,8 +90,9 @@ def test_poison_pills_and_late_events(stack, tmp_path, unique, spark_reader):
     assert figures["dropped_late"] >= len(very_late)
 
     # After the batch re-run, merged = truth.
-    for day in DAYS:
-        assert run_day(spark_reader, inst.cfg, day).published
+    report = run_dates(spark_reader, inst.cfg, DAYS)  # both days in one run
+    assert [(r.day, r.published) for r in report.results] == [(d.isoformat(), True) for d in DAYS], \
+        report.lines()
     api = create_app(inst.cfg.replace(serve={"catalog_ttl_s": 0.0})).test_client()
     per_video = collections.defaultdict(lambda: [0, 0])
     for (v, t, _m), (c, w, _co, _wo) in truth.items():

@@ -57,7 +57,9 @@ class Installation:
 
 
 def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "file",
-                      **env_extra: str) -> Installation:
+                      hbase: bool = True, **env_extra: str) -> Installation:
+    """An installation of its own; ``hbase=False`` creates no HBase tables, for installations
+    that only run the batch layer (which reads and writes the lake only)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("TALLY_") or k.startswith("TALLY_STACK__")}  # jars stay where they are
     env.update({
@@ -77,7 +79,8 @@ def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "f
     env.update(env_extra)
     cfg = load_config(environ=env)
     create_topics(cfg)
-    create_tables(cfg)
+    if hbase:
+        create_tables(cfg)
     if lake == "s3":
         create_bucket(cfg)
     return Installation(cfg, env, root)
@@ -90,6 +93,43 @@ def wait_exit(proc: subprocess.Popen, timeout_s: float, inst: Installation) -> i
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise AssertionError(f"the stream did not stop within {timeout_s}s:\n{inst.stream_log()}")
+
+
+def stop_when_caught_up(inst: Installation, proc: subprocess.Popen, dlq_n: int = 0,
+                        timeout_s: float = 600) -> int:
+    """Stop the stream once it has consumed everything sent (instead of ``--until-idle``'s idle
+    wait): when the speed layer's progress record and the archive's have read up to the topic's
+    end offsets (read now, so every record must have been sent before) and the dead-letter topic
+    holds ``dlq_n`` records, SIGTERM its process group (it stops between micro-batches, as under
+    a supervisor) and return its exit code. Each progress record is written after its batch's
+    output (HBase views and counters; archive files and their index), so all of it is there."""
+    from batch_layer.job import topic_end_offsets
+    from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
+    from tally.devstack.provision import end_offsets
+
+    topic = inst.cfg.kafka.topic
+    ends = topic_end_offsets(inst.cfg)
+    store = HBaseSpeedStore(inst.cfg)
+
+    def behind(record: dict | None) -> int:
+        read = ((record or {}).get("offsets") or {}).get(topic) or {}
+        return sum(max(0, end - int(read.get(str(p), 0))) for p, end in ends.items())
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"the stream exited ({proc.returncode}) before it caught up:\n"
+                                 f"{inst.stream_log()}")
+        lag = (behind(store.read_progress()), behind(store.read_progress(ARCHIVE_ROW)),
+               max(0, dlq_n - sum(end_offsets(inst.cfg, inst.cfg.kafka.dlq_topic).values())))
+        if lag == (0, 0, 0):
+            break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the stream did not catch up within {timeout_s}s (records "
+                                 f"behind: speed, archive, dead letters {lag}):\n{inst.stream_log()}")
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    return wait_exit(proc, 120, inst)
 
 
 def read_truth(path: Path) -> dict[tuple[str, str, int], tuple[int, int, int, int]]:

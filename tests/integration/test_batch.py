@@ -16,15 +16,24 @@ from tests.integration.batchkit import (
 )
 from tests.integration.speedkit import make_installation
 
+# The batch layer reads and writes the lake only: its installations here create no HBase tables.
 D1, D2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
 
 
 @pytest.mark.parametrize("lake", ["file", "s3"])
-def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
-    inst = make_installation(stack, tmp_path, unique, lake=lake)
+def test_ground_truth(stack, tmp_path, unique, lake, spark_reader, capsys, monkeypatch):
+    from batch_layer.job import run_dates
+
+    inst = make_installation(stack, tmp_path, unique, lake=lake, hbase=False)
     expected = generate_archive(inst, tmp_path, spark_reader, seed=41)
-    res = inst.tally("reprocess", "--from", D1.isoformat(), "--to", D2.isoformat())
-    assert "[2/2]" in res.stderr and res.stderr.count("published in") >= 2, res.stderr
+    # `tally reprocess --from D1 --to D2`, in process on the reader's session (one JVM start
+    # fewer); its progress lines go to stderr as the command's do.
+    monkeypatch.setattr("adapters.log._QUIET", False)
+    capsys.readouterr()
+    report = run_dates(spark_reader, inst.cfg, [D1, D2])
+    err = capsys.readouterr().err
+    assert not report.refused and [r.published for r in report.results] == [True, True], report.lines()
+    assert "[2/2]" in err and err.count("published in") >= 2, err
     sizes = assert_exact(inst.cfg, [D1, D2], expected)
     print(f"batch vs truth ({lake}): buckets {sizes}")
     entry = current(inst, D1)
@@ -33,7 +42,7 @@ def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
 
 
 def test_concurrent_batch_and_reprocess(stack, tmp_path, unique, spark_reader):
-    inst = make_installation(stack, tmp_path, unique)
+    inst = make_installation(stack, tmp_path, unique, hbase=False)
     expected = generate_archive(inst, tmp_path, spark_reader, seed=43, days=1)
     cmds = [["batch", "--date", D1.isoformat()],
             ["reprocess", "--from", D1.isoformat(), "--to", D1.isoformat()]]
@@ -61,7 +70,7 @@ def test_idempotent(stack, tmp_path, unique, spark_reader):
     from batch_layer.job import run_day
     from batch_layer.views import BatchViews
 
-    inst = make_installation(stack, tmp_path, unique, lake="s3")
+    inst = make_installation(stack, tmp_path, unique, lake="s3", hbase=False)
     generate_archive(inst, tmp_path, spark_reader, seed=44, days=1)
     r1 = run_day(spark_reader, inst.cfg, D1)
     e1 = current(inst, D1)
@@ -79,9 +88,13 @@ def test_idempotent(stack, tmp_path, unique, spark_reader):
 
 
 def test_reprocess_adds_late_events_and_rollback_restores(stack, tmp_path, unique, spark_reader):
-    inst = make_installation(stack, tmp_path, unique)
+    inst = make_installation(stack, tmp_path, unique, hbase=False)
     first = generate_archive(inst, tmp_path, spark_reader, seed=45, days=2)
-    inst.tally("reprocess", "--from", D1.isoformat(), "--to", D2.isoformat())
+    from batch_layer.job import run_dates
+
+    # The first version of both days in process (the CLI's reprocess and rollback come below).
+    report = run_dates(spark_reader, inst.cfg, [D1, D2])
+    assert [r.published for r in report.results] == [True, True], report.lines()
     assert_exact(inst.cfg, [D1, D2], first)
     # Late raw events for the first day arrive after it was published (a second traffic set).
     late = generate_archive(inst, tmp_path, spark_reader, seed=46, events=3000, days=1, name="late")
@@ -103,9 +116,9 @@ def test_reprocess_adds_late_events_and_rollback_restores(stack, tmp_path, uniqu
 
 def test_edges_empty_single_boundaries_and_horizon(stack, tmp_path, unique, spark_reader):
     from batch_layer.catalog import Catalog
-    from batch_layer.job import run_day
+    from batch_layer.job import run_dates, run_day
 
-    inst = make_installation(stack, tmp_path, unique)
+    inst = make_installation(stack, tmp_path, unique, hbase=False)
     events = [
         {"event_id": "first-ms", "video_id": "vb", "event_type": "view", "ts": "2026-11-20T00:00:00.000Z", "watch_ms": 5},
         {"event_id": "last-ms", "video_id": "vb", "event_type": "view", "ts": "2026-11-20T23:59:59.999Z", "watch_ms": 7},
@@ -115,7 +128,10 @@ def test_edges_empty_single_boundaries_and_horizon(stack, tmp_path, unique, spar
     ]
     load(spark_reader, inst.cfg, stage(events, tmp_path / "edge"))
     days = [dt.date(2026, 11, d) for d in (20, 21, 22, 23)]
-    results = {d: run_day(spark_reader, inst.cfg, d) for d in (days[0], days[1], days[3])}
+    report = run_dates(spark_reader, inst.cfg, [days[0], days[1], days[3]])  # one run
+    results = {dt.date.fromisoformat(r.day): r for r in report.results}
+    assert sorted(results) == [days[0], days[1], days[3]], report.lines()
+    assert all(r.published for r in results.values()), report.lines()
     assert results[days[0]].events == 2 and results[days[0]].raw_rows == 3
     assert results[days[1]].events == 1 and results[days[3]].events == 1
     expected = expected_from_events(events)
@@ -161,7 +177,7 @@ def test_compaction_keeps_the_content_and_late_files_still_count(stack, tmp_path
     from batch_layer.compact import compact_day
     from batch_layer.job import run_day
 
-    inst = make_installation(stack, tmp_path, unique, lake=lake)
+    inst = make_installation(stack, tmp_path, unique, lake=lake, hbase=False)
     first = generate_archive(inst, tmp_path, spark_reader, seed=47, events=6000, days=1)
     store = source.lake_store(inst.cfg)
 
@@ -198,7 +214,7 @@ def test_retries_restamped_across_midnight_count_once(stack, tmp_path, unique, s
     """A retry re-stamped after midnight (00:00:00.4 after 23:59:59.9) is the same event: the
     earlier day's copy counts, within batch.dedup_span_days (1); copies further apart are counted
     on each day, as the contract says. Generated traffic with re-stamped retries too."""
-    inst = make_installation(stack, tmp_path, unique)
+    inst = make_installation(stack, tmp_path, unique, hbase=False)
     staging, truth = tmp_path / "restamp", tmp_path / "restamp-truth.parquet"
     inst.tally("-q", "generate", "--events", "6000", "--videos", "40", "--start", "2026-11-10",
                "--days", "2", "--seed", "48", "--duplicates", "0.2", "--restamp-ms", "3600000",

@@ -106,7 +106,8 @@ def test_batch_and_stream_jobs_on_the_cluster(stack, cluster, tmp_path, unique, 
     """Both jobs at once, as in production (the stream runs while the nightly batch does), each
     in its own installation; each holds one of the worker's two cores."""
     small = {"TALLY_SPARK__DRIVER_MEMORY": "1g", "TALLY_SPARK__SHUFFLE_PARTITIONS": "2"}
-    batch = make_installation(stack, tmp_path / "batch", f"{unique}b", **small, **cluster.env)
+    batch = make_installation(stack, tmp_path / "batch", f"{unique}b", hbase=False, **small,
+                              **cluster.env)  # the batch layer uses no HBase table
     stream = make_installation(stack, tmp_path / "stream", f"{unique}s", **small, **cluster.env)
     truth_path = tmp_path / "stream-truth.parquet"
     stream.tally("-q", "generate", "--events", "3000", "--videos", "100", "--start", "2026-11-20",

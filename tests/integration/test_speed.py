@@ -11,7 +11,8 @@ import pytest
 from schemas.event import to_json
 from tests.integration.speedkit import (
     compare_with_truth, dlq_records, expected_archive_and_dlq, hbase_minutes, make_installation,
-    read_archive, read_truth, send_very_late, sent_records, wait_exit, wait_for_watermark,
+    read_archive, read_truth, send_very_late, sent_records, stop_when_caught_up,
+    wait_for_watermark,
 )
 
 GEN = ["--events", "50000", "--videos", "400", "--start", "2026-11-20", "--days", "3", "--seed", "17",
@@ -24,7 +25,7 @@ def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
     truth_path, out_path = tmp_path / "truth.parquet", tmp_path / "sent.jsonl"
     # The exact records, to know what the archive and the dead-letter topic must hold.
     inst.tally("generate", *GEN, "--out", str(out_path))
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "5s", "--until-idle", "12")
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "5s")
     inst.wait_for_log("stream: queries speed")
     inst.tally("generate", *GEN, "--truth", str(truth_path), "--kafka", "--rate", "5000")
     # Once the watermark has passed the generated days, events of the first day are dropped as
@@ -32,7 +33,9 @@ def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
     # micro-batches fell): the dropped-late counter must account for them exactly.
     wait_for_watermark(inst, "2026-11-22T23:00")
     very_late = send_very_late(inst, 200, "2026-11-20")
-    assert wait_exit(stream, 600, inst) == 0, inst.stream_log()
+    lines = sent_records(out_path) + [to_json(e) for e in very_late]
+    valid_ids, invalid = expected_archive_and_dlq(lines)
+    assert stop_when_caught_up(inst, stream, len(invalid)) == 0, inst.stream_log()
 
     from speed_layer.store import HBaseSpeedStore
 
@@ -47,8 +50,6 @@ def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
     print(f"speed vs truth ({lake}): {figures}")
     assert figures["dropped_late"] >= len(very_late)
 
-    lines = sent_records(out_path) + [to_json(e) for e in very_late]
-    valid_ids, invalid = expected_archive_and_dlq(lines)
     archive = read_archive(spark_reader, inst.cfg)
     archived = collections.Counter(r["event_id"] for r in archive.select("event_id").collect())
     assert archived == valid_ids  # every valid record, duplicates included, nothing else
@@ -70,12 +71,13 @@ def test_ground_truth(stack, tmp_path, unique, lake, spark_reader):
     # what the truth says, the events the speed layer dropped as late included.
     import datetime as dt
 
-    from batch_layer.job import run_day
+    from batch_layer.job import run_dates
     from tests.integration.batchkit import assert_exact, expected_from_truth
 
     days = [dt.date(2026, 11, 20) + dt.timedelta(days=i) for i in range(3)]
-    for day in days:
-        assert run_day(spark_reader, inst.cfg, day).published
+    report = run_dates(spark_reader, inst.cfg, days)  # the three days in one run
+    assert [(r.day, r.published) for r in report.results] == [(d.isoformat(), True) for d in days], \
+        report.lines()
     expected = expected_from_truth(truth_path)
     for g, size in (("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)):
         for e in very_late:

@@ -410,8 +410,10 @@ def test_a_rollback_pins_its_day(world, spark_reader):
     got = {b["start"][:10]: b["count"] for b in body["buckets"]}
     assert (got[d], got[d1]) == (0, 1)  # v1 predates them; the retry's copy on the next day
     # --force publishes it again (and unpins it); the next day is pending until the nightly run.
-    res = w.inst.tally("batch", "--date", d, "--force", "--json")
-    assert json.loads(res.stdout)["days"][0]["published"]
+    # `tally batch --date D --force`, in process on the reader's session (one JVM start fewer).
+    report = run_dates(spark_reader, w.inst.cfg, [dt.date.fromisoformat(d)], force=True,
+                       skip_unchanged=True, mode="batch")
+    assert report.to_json()["days"][0]["published"], report.lines()
     time.sleep(w.inst.cfg.serve.catalog_ttl_s + 0.5)
     body = w.counts("tw-pin", days_ago(3), today())
     assert body["pinned_days"] == [] and body["pending_days"] == [d1]
