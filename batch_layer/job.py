@@ -23,26 +23,25 @@ import contextlib
 import dataclasses
 import datetime as dt
 import math
-import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from schemas.granularity import GRANULARITIES, day_number
+from adapters import log
+from adapters.failpoints import failpoint
+from adapters.lake import spark_uri
 from batch_layer import source, transform
 from batch_layer.catalog import (
     Catalog, PublishError, PublishResult, new_version, now_rfc3339, run_key,
 )
-from adapters import log
-from adapters.lake import spark_uri
 from batch_layer.entry import PublicationEntry
 from batch_layer.published import BatchState, closed_by_time, input_window
 from schemas import __version__
 from schemas.archive import VIEW_COLUMNS, spark_schema
 from schemas.config import TallyConfig
 from schemas.errors import TallyError
+from schemas.granularity import GRANULARITIES, day_number
 from speed_layer import archive_index
 from speed_layer.archive_index import ArchiveIndex, IndexState
 
@@ -101,13 +100,6 @@ class DayResult:
                 "reason": self.reason or None, "events": self.events, "watch_ms": self.watch_ms,
                 "raw_rows": self.raw_rows, "closed": self.closed, "rows": self.rows,
                 "seconds": round(self.seconds, 1)}
-
-
-def _fault(point: str) -> None:
-    """Fault injection for the crash tests: ``TALLY_FAULT_KILL_BATCH=<point>`` kills the process."""
-    if os.environ.get("TALLY_FAULT_KILL_BATCH") == point:
-        log.progress(f"fault injection: SIGKILL at {point}")
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -281,7 +273,7 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
                  .write.partitionBy("date").mode("errorifexists")
                  .parquet(spark_uri(catalog.store.url(f"{run_key(version)}/{g}"))))
                 if g == "minute":
-                    _fault("write")
+                    failpoint("batch.write", granularity=g)
             stages["write"] = time.monotonic() - mark
         finally:
             if hours is not None:
@@ -294,7 +286,7 @@ def compute(spark, cfg: TallyConfig, days: list[str], catalog: Catalog, index: A
     mark = time.monotonic()
     written = _verify(spark, catalog, version, wanted, expected)
     stages["verify"] = time.monotonic() - mark
-    _fault("publish")
+    failpoint("batch.publish")
     results = []
     for d, n in zip(wanted, numbers):
         inp = inputs[d]

@@ -16,8 +16,15 @@ def run_stream(cfg, master: str | None, trigger: str | None = None,
     """Build the session, run the streaming app until stopped, stop the session. Shared by
     ``tally stream`` (master from the config) and spark-submit (master from spark-submit)."""
     from adapters.spark import build_session, stop_session
-    from speed_layer.app import StreamingApp
+    from speed_layer.app import QUERIES, CheckpointLock, StreamingApp
 
+    # A second job on the same checkpoints fails here, before a JVM is started for it: each
+    # lock is tried and let go again (the app takes them for the job's life when it starts,
+    # and still refuses a job that got there in between).
+    for q in QUERIES:
+        lock = CheckpointLock(cfg.state_path / "checkpoints" / f"{q}.lock")
+        lock.acquire()
+        lock.release()
     spark = build_session(cfg, "tally-stream", master=master)
     app = StreamingApp(spark, cfg, trigger=_duration(trigger),
                        archive_trigger=_duration(archive_trigger), until_idle_s=until_idle_s)

@@ -39,10 +39,9 @@ from schemas.errors import ConfigError
 
 DEFAULT_EVENT_TYPES = ("view", "like", "dislike", "share", "comment")
 ENV_PREFIX = "TALLY_"
-# Environment variables of Tally that carry no setting: the config file, the checkout the
-# scheduled jobs run from (infra/schedule), and fault-injection points used by the tests.
+# Environment variables of Tally that carry no setting: the config file and the checkout the
+# scheduled jobs run from (infra/schedule).
 ENV_NOT_KEYS = frozenset({"TALLY_CONFIG", "TALLY_HOME"})
-ENV_NOT_KEY_PREFIXES = ("TALLY_FAULT_",)
 
 log = logging.getLogger("tally.config")
 
@@ -658,7 +657,7 @@ _WARNED: set[str] = set()
 
 
 def _not_a_setting(name: str) -> bool:
-    return name in ENV_NOT_KEYS or name.startswith(ENV_NOT_KEY_PREFIXES)
+    return name in ENV_NOT_KEYS
 
 
 def _settings_in(environ: Mapping[str, str]) -> dict[str, str]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters import log
+from adapters import failpoints, log
 from schemas.config import TallyConfig
 from schemas.errors import TallyError
 from speed_layer import transform
@@ -255,12 +255,6 @@ def make_listener(cfg: TallyConfig, state: ProgressState):
     return ProgressListener()
 
 
-def _fault_point(name: str) -> list[int] | None:
-    """A fault-injection point for tests: ``NAME=<n>`` fires at the n-th batch with data."""
-    value = os.environ.get(name)
-    return [int(value)] if value and value.isdigit() else None
-
-
 class StreamingApp:
     """Builds, supervises and stops the three streaming queries of one installation."""
 
@@ -300,20 +294,14 @@ class StreamingApp:
         counts = transform.minute_counts(transform.valid(self._source()), cfg.stream.watermark,
                                          cfg.events.ahead_tolerance_ms)
 
-        crash_after = _fault_point("TALLY_FAULT_KILL_AFTER_HBASE_WRITE")
-
         def write_batch(batch_df, batch_id: int) -> None:
             rows = batch_df.select("video_id", "event_type",
                                    F.unix_millis("bucket_start").alias("minute_ms"),
                                    "count", "watch_ms")
             rows.foreachPartition(lambda it: write_partition(cfg, it))
-            if crash_after is not None and not batch_df.isEmpty():
-                crash_after[0] -= 1
-                if crash_after[0] <= 0:
-                    # Fault injection for the crash tests: die after the HBase write, before
-                    # Spark commits the batch to the checkpoint.
-                    log.progress(f"stream: fault injection: SIGKILL after writing batch {batch_id}")
-                    os.killpg(os.getpgid(0), signal.SIGKILL)
+            if failpoints.armed():  # after the HBase write, before Spark commits the batch
+                failpoints.failpoint("stream.speed_written", batch_id=batch_id,
+                                     empty=batch_df.isEmpty())
 
         return (counts.writeStream.queryName("speed").outputMode("update")
                 .foreachBatch(write_batch)

@@ -36,9 +36,8 @@ topic?)`), a wrong type (in the file, `"6"` is no integer) or a value out of ran
 (`kafka.partitions: must be > 0`; a value from the environment says which variable set it). A
 `TALLY_*` environment variable that names no setting never breaks a command: it is reported once,
 as a warning that names it (`TALLY_KAFKA__TOPICC: names no setting, ignored; did you mean
-TALLY_KAFKA__TOPIC?`). `TALLY_CONFIG`, `TALLY_HOME` (the checkout the scheduled jobs run from,
-infra/schedule) and `TALLY_FAULT_*` (the tests' fault injection) are Tally's own variables that
-carry no setting.
+TALLY_KAFKA__TOPIC?`). `TALLY_CONFIG` and `TALLY_HOME` (the checkout the scheduled jobs run from,
+infra/schedule) are Tally's own variables that carry no setting.
 
 A *duration* is a number and a unit: `500 ms`, `2s`, `10 minutes`, `1 hour`, `30 days`. A *size*
 is a number of megabytes or gigabytes: `512m`, `2g`. Secrets (`lake.s3_secret_key`,

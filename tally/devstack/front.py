@@ -167,8 +167,7 @@ class Front(Stack):
 
     def _serve_env(self) -> dict[str, str | None]:
         # The instances run with exactly this process's config (the file), nothing inherited.
-        env: dict[str, str | None] = {k: None for k in os.environ
-                                      if k.startswith("TALLY_") and not k.startswith("TALLY_FAULT_")}
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("TALLY_")}
         env["TALLY_CONFIG"] = str(self.state / "front" / "config.toml")
         return env
 

@@ -14,6 +14,7 @@ import time
 from urllib.parse import urlparse
 
 from batch_layer.job import run_day
+from tests.faults.faultkit import fault_env, fired
 from tests.faults.tcpproxy import TcpProxy
 from tests.integration.batchkit import (
     assert_exact, current, expected_from_events, generate_archive, load, stage,
@@ -39,6 +40,15 @@ def _extra(n: int, tag: str) -> list[dict]:
              "ts": f"2026-11-20T12:{i % 60:02d}:00.000Z", "watch_ms": 1000} for i in range(n)]
 
 
+def _batch_in_process(spark, inst) -> None:
+    """`tally batch --date D1`, in process on the reader's session (one JVM start fewer), where
+    the command itself is not what the case is about; it must publish."""
+    from batch_layer.job import run_dates
+
+    report = run_dates(spark, inst.cfg, [D1], skip_unchanged=True, mode="batch")
+    assert [r.published for r in report.results] == [True], report.lines()
+
+
 def _start_batch(inst) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tally.cli", "batch", "--date", D1.isoformat()],
                             env=inst.env, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -54,7 +64,7 @@ def _read_until(proc: subprocess.Popen, text: str) -> list[str]:
 
 
 def test_killed_while_writing_and_publishing(stack, tmp_path, unique, spark_reader):
-    inst = make_installation(stack, tmp_path, unique)
+    inst = make_installation(stack, tmp_path, unique, hbase=False)
     first = generate_archive(inst, tmp_path, spark_reader, seed=42, days=1)
     assert run_day(spark_reader, inst.cfg, D1).published  # in process: one JVM start fewer
     before = current(inst, D1)
@@ -66,20 +76,21 @@ def test_killed_while_writing_and_publishing(stack, tmp_path, unique, spark_read
     proc = _start_batch(inst)
     _read_until(proc, "writing version")
     os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait(timeout=60) == -signal.SIGKILL  # the fault fired: the job died of it
     # 2. and 3. Killed after the minute view was written, and right before the publication.
-    for point in ("write", "publish"):
+    for point in ("batch.write", "batch.publish"):
+        markers = tmp_path / "failpoints" / point
         res = inst.tally("batch", "--date", D1.isoformat(), check=False,
-                         env_extra={"TALLY_FAULT_KILL_BATCH": point})
+                         env_extra=fault_env(markers, f"{point}=kill"))
         assert res.returncode == -signal.SIGKILL, res.stderr
-        assert f"fault injection: SIGKILL at {point}" in res.stderr
+        assert fired(markers, point)["point"] == point
         assert current(inst, D1) == before  # readers still see the former version
         assert_exact(inst.cfg, [D1], first)
 
     versions = {p.name for p in (inst.cfg.state_path / "lake" / "views" / "_runs").iterdir()}
     assert len(versions) >= 3  # the published one and orphans of the killed runs
 
-    inst.tally("batch", "--date", D1.isoformat())
+    _batch_in_process(spark_reader, inst)
     after = current(inst, D1)
     assert after["seq"] == before["seq"] + 1 and after["previous_version"] == before["version"]
     assert_exact(inst.cfg, [D1], _with_extra(first, extra))
@@ -92,11 +103,11 @@ def test_lake_unreachable_mid_run(stack, tmp_path, unique, spark_reader):
     s3 = urlparse(stack.lake.s3_endpoint)
     proxy = TcpProxy((s3.hostname, s3.port))
     try:
-        inst = make_installation(stack, tmp_path, unique, lake="s3",
+        inst = make_installation(stack, tmp_path, unique, lake="s3", hbase=False,
                                  TALLY_LAKE__S3_ENDPOINT=proxy.endpoint,
                                  TALLY_LAKE__S3_RETRY_LIMIT="1")  # fail in seconds, not minutes
         first = generate_archive(inst, tmp_path, spark_reader, seed=43, days=1)
-        inst.tally("batch", "--date", D1.isoformat())
+        _batch_in_process(spark_reader, inst)
         before = current(inst, D1)
         extra = _extra(200, "more")
         load(spark_reader, inst.cfg, stage(extra, tmp_path / "extra"))
@@ -116,10 +127,11 @@ def test_lake_unreachable_mid_run(stack, tmp_path, unique, spark_reader):
         assert proc.returncode == 1 and last.startswith("tally batch: error:"), err[-3000:]
         assert "Traceback" not in err, err[-3000:]
 
+        assert proxy.refused > 0  # the fault fired: the job's lake calls met the cut
         proxy.restore()
         assert current(inst, D1) == before  # the served version is unchanged
         assert_exact(inst.cfg, [D1], first)
-        inst.tally("batch", "--date", D1.isoformat())  # the re-run succeeds
+        _batch_in_process(spark_reader, inst)  # the re-run succeeds
         after = current(inst, D1)
         assert after["previous_version"] == before["version"]
         assert_exact(inst.cfg, [D1], _with_extra(first, extra))

@@ -147,7 +147,7 @@ def test_unknown_environment_variables_are_warned_about_by_name(config_warnings)
 
 def test_tallys_own_variables_that_carry_no_setting_are_not_warned_about(config_warnings,
                                                                           tmp_path):
-    env = {"TALLY_HOME": str(tmp_path), "TALLY_FAULT_KILL_BATCH": "1", "TALLY_CONFIG": "",
+    env = {"TALLY_HOME": str(tmp_path), "TALLY_CONFIG": "", "TEST_FAILPOINTS": "batch.write=kill",
            "TALLY_STATE_DIR": str(tmp_path / "state")}
     cfg = load_config(environ=env)
     assert cfg.state_dir == str(tmp_path / "state")
