@@ -95,32 +95,46 @@ def wait_exit(proc: subprocess.Popen, timeout_s: float, inst: Installation) -> i
         raise AssertionError(f"the stream did not stop within {timeout_s}s:\n{inst.stream_log()}")
 
 
+def committed_offsets(inst: Installation, query: str) -> dict[str, int]:
+    """Where a query of the stream has committed up to ({partition: next offset} of the topic):
+    the offsets of the latest batch in its checkpoint's commit log (Spark's offset log, v1:
+    version, metadata, then one line per source). A batch is committed after its sink wrote it,
+    so this holds even when the job was killed before its listener wrote the progress record."""
+    base = inst.cfg.state_path / "checkpoints" / query
+    done = [int(p.name) for p in (base / "commits").glob("[0-9]*") if p.name.isdigit()]
+    if not done:
+        return {}
+    for line in (base / "offsets" / str(max(done))).read_text().splitlines()[2:]:
+        offsets = json.loads(line).get(inst.cfg.kafka.topic)
+        if offsets is not None:
+            return {str(p): int(o) for p, o in offsets.items()}
+    return {}
+
+
 def stop_when_caught_up(inst: Installation, proc: subprocess.Popen, dlq_n: int = 0,
                         timeout_s: float = 600) -> int:
     """Stop the stream once it has consumed everything sent (instead of ``--until-idle``'s idle
-    wait): when the speed layer's progress record and the archive's have read up to the topic's
-    end offsets (read now, so every record must have been sent before) and the dead-letter topic
-    holds ``dlq_n`` records, SIGTERM its process group (it stops between micro-batches, as under
-    a supervisor) and return its exit code. Each progress record is written after its batch's
-    output (HBase views and counters; archive files and their index), so all of it is there."""
+    wait): when the speed and archive queries have committed up to the topic's end offsets
+    (read now, so every record must have been sent before) and the dead-letter topic holds
+    ``dlq_n`` records, SIGTERM its process group (it stops between micro-batches, as under a
+    supervisor) and return its exit code. The commit logs are read, not the progress records: a
+    job killed between a commit and its listener leaves a progress record behind, and a restart
+    with nothing new to read writes no other."""
     from batch_layer.job import topic_end_offsets
-    from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
     from tally.devstack.provision import end_offsets
 
-    topic = inst.cfg.kafka.topic
     ends = topic_end_offsets(inst.cfg)
-    store = HBaseSpeedStore(inst.cfg)
 
-    def behind(record: dict | None) -> int:
-        read = ((record or {}).get("offsets") or {}).get(topic) or {}
-        return sum(max(0, end - int(read.get(str(p), 0))) for p, end in ends.items())
+    def behind(query: str) -> int:
+        read = committed_offsets(inst, query)
+        return sum(max(0, end - read.get(str(p), 0)) for p, end in ends.items())
 
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"the stream exited ({proc.returncode}) before it caught up:\n"
                                  f"{inst.stream_log()}")
-        lag = (behind(store.read_progress()), behind(store.read_progress(ARCHIVE_ROW)),
+        lag = (behind("speed"), behind("archive"),
                max(0, dlq_n - sum(end_offsets(inst.cfg, inst.cfg.kafka.dlq_topic).values())))
         if lag == (0, 0, 0):
             break
