@@ -111,7 +111,8 @@ def spark_reader(tmp_path_factory):
     from adapters.spark import build_session
 
     cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
-                                 "spark": {"master": "local[2]", "driver_memory": "1g"}})
+                                 "spark": {"master": "local[2]", "driver_memory": "1g",
+                                           "shuffle_partitions": 2}})
     spark = build_session(cfg, "tally-test-reader")
     yield spark
     spark.stop()

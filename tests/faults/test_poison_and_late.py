@@ -52,13 +52,14 @@ def test_poison_pills_and_late_events(stack, tmp_path, unique, spark_reader):
 
     inst = make_installation(stack, tmp_path, unique)
     sent_path, truth_path = tmp_path / "sent.jsonl", tmp_path / "truth.parquet"
-    inst.tally("generate", *GEN, "--out", str(sent_path), "--truth", str(truth_path))
+    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s")
+    # The traffic is written while the stream's JVM starts; it is sent once the queries run.
+    inst.generate(*GEN, "--out", str(sent_path), "--truth", str(truth_path))
     valid = sent_records(sent_path)
     poison = poison_pills(len(valid) // 99)  # 1 % of all records sent
     assert sum(len(p) >= BIG for p in poison) >= 3
     every = len(valid) // len(poison)
 
-    stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "3s")
     inst.wait_for_log("stream: queries speed")
     with TallyProducer(inst.cfg) as producer:
         pills = iter(poison)

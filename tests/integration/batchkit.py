@@ -104,9 +104,9 @@ def generate_archive(inst, tmp_path, spark, seed: int, events: int = 20000, days
                      start: str = "2026-11-20", name: str = "gen"):
     """Generated archive-format days loaded through the file sink; the expected views."""
     staging, truth = tmp_path / f"{name}-staging", tmp_path / f"{name}-truth.parquet"
-    inst.tally("-q", "generate", "--events", str(events), "--videos", "150", "--start", start,
-               "--days", str(days), "--seed", str(seed), "--duplicates", "0.05", "--late", "0.02",
-               "--archive-out", str(staging), "--truth", str(truth))
+    inst.generate("--events", str(events), "--videos", "150", "--start", start, "--days", str(days),
+                  "--seed", str(seed), "--duplicates", "0.05", "--late", "0.02",
+                  "--archive-out", str(staging), "--truth", str(truth))
     load(spark, inst.cfg, staging)
     return expected_from_truth(truth)
 

@@ -87,9 +87,9 @@ def build_world(stack, root, spark_reader, events: int = 12000, videos: int = 80
 
     inst = make_installation(stack, root, uuid.uuid4().hex[:10])
     staging, truth_path = root / "staging", root / "truth.parquet"
-    inst.tally("-q", "generate", "--events", str(events), "--videos", str(videos), "--start",
-               D0.isoformat(), "--days", "3", "--seed", "23", "--duplicates", "0.05", "--late",
-               "0.02", "--archive-out", str(staging), "--truth", str(truth_path))
+    inst.generate("--events", str(events), "--videos", str(videos), "--start", D0.isoformat(),
+                  "--days", "3", "--seed", "23", "--duplicates", "0.05", "--late", "0.02",
+                  "--archive-out", str(staging), "--truth", str(truth_path))
     load(spark_reader, inst.cfg, staging)
     from batch_layer.job import run_dates
 

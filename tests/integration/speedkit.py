@@ -33,6 +33,15 @@ class Installation:
             raise AssertionError(f"tally {' '.join(args)} failed ({res.returncode}):\n{res.stderr[-3000:]}")
         return res
 
+    def generate(self, *args: str) -> None:
+        """`tally generate ARGS` in this process (the same parser and handler as the command,
+        without a Python start): for files only; traffic sent to Kafka goes through the CLI."""
+        from tally.cli import build_parser, cmd_generate
+
+        parsed = build_parser().parse_args(["generate", *args])
+        assert not parsed.kafka, "send to Kafka through inst.tally('generate', ..., '--kafka')"
+        assert cmd_generate(parsed, self.cfg) == 0
+
     def start_stream(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.root / "stream.log", "ab")
         return subprocess.Popen([sys.executable, "-m", "tally.cli", "-v", "stream", *args],
@@ -73,6 +82,11 @@ def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "f
         "TALLY_LAKE__S3_ENDPOINT": base.lake.s3_endpoint,
         "TALLY_SPARK__MASTER": "local[2]",
         "TALLY_SPARK__DRIVER_MEMORY": "1536m",
+        # Small for the tests' data: one shuffle partition per core (fewer tasks per micro-batch
+        # and per batch stage), a speed table of 4 regions instead of 16 (faster to create and
+        # drop). test_hbase.py checks the shared stack's 16.
+        "TALLY_SPARK__SHUFFLE_PARTITIONS": "2",
+        "TALLY_HBASE__SALT_BUCKETS": "4",
     })
     if lake == "s3":
         env["TALLY_LAKE__URI"] = f"s3a://{base.lake.bucket}/t{unique}"
@@ -112,35 +126,56 @@ def committed_offsets(inst: Installation, query: str) -> dict[str, int]:
 
 
 def stop_when_caught_up(inst: Installation, proc: subprocess.Popen, dlq_n: int = 0,
-                        timeout_s: float = 600) -> int:
+                        timeout_s: float = 600, lost_record_s: float = 10) -> int:
     """Stop the stream once it has consumed everything sent (instead of ``--until-idle``'s idle
     wait): when the speed and archive queries have committed up to the topic's end offsets
-    (read now, so every record must have been sent before) and the dead-letter topic holds
-    ``dlq_n`` records, SIGTERM its process group (it stops between micro-batches, as under a
-    supervisor) and return its exit code. The commit logs are read, not the progress records: a
-    job killed between a commit and its listener leaves a progress record behind, and a restart
-    with nothing new to read writes no other."""
+    (read now, so every record must have been sent before), their progress records show it too
+    and the dead-letter topic holds ``dlq_n`` records, SIGTERM its process group (it stops
+    between micro-batches, as under a supervisor) and return its exit code.
+    The listener writes a progress record after its batch's commit, with what the tests read
+    next (the speed layer's dropped-late counters; the archive's position in its index, which
+    the batch layer's closure needs): stopping on the commit alone could lose it. A job killed
+    between a commit and its listener leaves the record behind, and a restart with nothing new
+    to read writes no other: such a record is waited for ``lost_record_s`` after the commit
+    (less than ``--until-idle`` waited), then the stream is stopped as it is."""
     from batch_layer.job import topic_end_offsets
+    from speed_layer.store import ARCHIVE_ROW, HBaseSpeedStore
     from tally.devstack.provision import end_offsets
 
     ends = topic_end_offsets(inst.cfg)
+    store = HBaseSpeedStore(inst.cfg)
+    rows = {"speed": None, "archive": ARCHIVE_ROW}
 
-    def behind(query: str) -> int:
-        read = committed_offsets(inst, query)
-        return sum(max(0, end - read.get(str(p), 0)) for p, end in ends.items())
+    def behind(read: dict) -> int:
+        return sum(max(0, end - int(read.get(str(p), 0))) for p, end in ends.items())
 
+    committed_at: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
             raise AssertionError(f"the stream exited ({proc.returncode}) before it caught up:\n"
                                  f"{inst.stream_log()}")
-        lag = (behind("speed"), behind("archive"),
-               max(0, dlq_n - sum(end_offsets(inst.cfg, inst.cfg.kafka.dlq_topic).values())))
-        if lag == (0, 0, 0):
+        now = time.monotonic()
+        lag = {}
+        for query, row in rows.items():
+            if behind(committed_offsets(inst, query)):
+                lag[query] = "not committed"
+                continue
+            committed_at.setdefault(query, now)
+            record = store.read_progress(row) if row else store.read_progress()
+            read = ((record or {}).get("offsets") or {}).get(inst.cfg.kafka.topic) or {}
+            if behind(read) and now - committed_at[query] < lost_record_s:
+                lag[query] = "progress record behind"
+        missing = dlq_n - sum(end_offsets(inst.cfg, inst.cfg.kafka.dlq_topic).values())
+        if missing > 0:
+            lag["dead letters"] = f"{missing} missing"
+        if not lag:
             break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the stream did not catch up within {timeout_s}s (records "
-                                 f"behind: speed, archive, dead letters {lag}):\n{inst.stream_log()}")
+        if now > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise AssertionError(f"the stream did not catch up within {timeout_s}s ({lag}):\n"
+                                 f"{inst.stream_log()}")
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
     return wait_exit(proc, 120, inst)
@@ -276,7 +311,7 @@ def check_exact(inst, tmp_path, seed: int, gen_args: list[str], spark_reader,
     from speed_layer.store import HBaseSpeedStore
 
     out = tmp_path / f"sent-{seed}.jsonl"
-    inst.tally("generate", *gen_args, "--seed", str(seed), "--out", str(out))
+    inst.generate(*gen_args, "--seed", str(seed), "--out", str(out))
     progress = HBaseSpeedStore(inst.cfg).read_progress()
     figures = compare_with_truth(read_truth(tmp_path / f"truth-{seed}.parquet"),
                                  hbase_minutes(inst.cfg), progress["dropped_late"],

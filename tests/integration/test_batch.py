@@ -216,9 +216,9 @@ def test_retries_restamped_across_midnight_count_once(stack, tmp_path, unique, s
     on each day, as the contract says. Generated traffic with re-stamped retries too."""
     inst = make_installation(stack, tmp_path, unique, hbase=False)
     staging, truth = tmp_path / "restamp", tmp_path / "restamp-truth.parquet"
-    inst.tally("-q", "generate", "--events", "6000", "--videos", "40", "--start", "2026-11-10",
-               "--days", "2", "--seed", "48", "--duplicates", "0.2", "--restamp-ms", "3600000",
-               "--archive-out", str(staging), "--truth", str(truth))
+    inst.generate("--events", "6000", "--videos", "40", "--start", "2026-11-10", "--days", "2",
+                  "--seed", "48", "--duplicates", "0.2", "--restamp-ms", "3600000",
+                  "--archive-out", str(staging), "--truth", str(truth))
     load(spark_reader, inst.cfg, staging)
     from tests.integration.batchkit import expected_from_truth
 

@@ -57,8 +57,9 @@ def days_ago(n: int) -> str:
 @dataclasses.dataclass
 class TimeWorld:
     inst: object
-    client: object
+    client: object  # serve.catalog_ttl_s as configured (step 1 checks publications within it)
     stream: object
+    fresh: object = None  # catalog_ttl_s 0: sees every publication at once (no wait for the TTL)
     truth: collections.Counter = dataclasses.field(default_factory=collections.Counter)  # (v, t, day)
     seq: int = 0
 
@@ -86,8 +87,9 @@ class TimeWorld:
         assert r.json["accepted"] == len(events), r.json
         return r.json
 
-    def counts(self, video: str, lo: str, hi: str, gran: str = "day", etype: str = "view") -> dict:
-        r = self.client.get(f"/v1/videos/{video}/counts", query_string={
+    def counts(self, video: str, lo: str, hi: str, gran: str = "day", etype: str = "view",
+               client=None) -> dict:
+        r = (client or self.client).get(f"/v1/videos/{video}/counts", query_string={
             "event_type": etype, "granularity": gran, "from": at(lo), "to": at(hi)})
         assert r.status_code == 200, r.json
         return r.json
@@ -126,10 +128,10 @@ class TimeWorld:
             return bool(mark) and parse_rfc3339_ms(mark) >= at_least_ms
         self.until(f"the speed watermark reached {format_ms(at_least_ms)}", reached)
 
-    def assert_truth(self, videos, lo: str, hi: str) -> None:
+    def assert_truth(self, videos, lo: str, hi: str, client=None) -> None:
         """Merged counts by day = the truth, for ``videos`` over [lo, hi)."""
         for v in videos:
-            body = self.counts(v, lo, hi)
+            body = self.counts(v, lo, hi, client=client)
             got = {b["start"][:10]: b["count"] for b in body["buckets"]}
             want = {d: self.truth.get((v, "view", d), 0) for d in got}
             assert got == want, (v, {d: (got[d], want[d]) for d in got if got[d] != want[d]}, body["warnings"] if "warnings" in body else None)
@@ -144,9 +146,10 @@ def world(stack, tmp_path_factory):
     inst = make_installation(
         stack, root, u,
         # Yesterday is closed at midnight (the suite may run at 00:05 UTC); the sink's own log
-        # forgets files after 20 s and compacts every 3 batches, so that old entries drop out.
+        # forgets files after 8 s and compacts every 3 batches, so that old entries drop out
+        # (the stream's listener indexes each batch's files right after the batch).
         TALLY_BATCH__LATENESS="0 minutes", TALLY_BATCH__CLOSE_TIMEOUT_S="120",
-        TALLY_ARCHIVE__SINK_RETENTION="20 seconds", TALLY_ARCHIVE__SINK_LOG_COMPACT_BATCHES="3")
+        TALLY_ARCHIVE__SINK_RETENTION="8 seconds", TALLY_ARCHIVE__SINK_LOG_COMPACT_BATCHES="3")
     from tally.devstack.provision import create_lake
 
     create_lake(inst.cfg)  # what `tally stack up` does for a new installation
@@ -157,7 +160,8 @@ def world(stack, tmp_path_factory):
     assert first.status_code == 200 and first.json["batch_horizon"] is None, first.json
     stream = inst.start_stream("--trigger", "1s", "--archive-trigger", "2s")
     inst.wait_for_log("queries speed", 240)
-    w = TimeWorld(inst, client, stream)
+    w = TimeWorld(inst, client, stream,
+                  create_app(inst.cfg.replace(serve={"catalog_ttl_s": 0.0})).test_client())
     yield w
     stream.send_signal(2)
     wait_exit(stream, 120, inst)
@@ -320,8 +324,9 @@ def test_clients_with_fast_clocks_cannot_blind_the_speed_layer(world, spark_read
         assert got_day == want_day, (d, got_day, want_day)
         audit = json.loads(w.inst.tally("audit", "--date", d, "--json", check=False).stdout)
         assert audit["explained"] and audit["ahead_of_clock_counter"] == per_day.get(d, 0), audit
-    time.sleep(w.inst.cfg.serve.catalog_ttl_s + 0.5)
-    assert w.counts("tw-on", days_ago(2), days_ago(-2))["batch_horizon"] == format_ms(day_ms(today()))
+    # (The API without a catalog TTL: the forced versions are visible at once.)
+    assert w.counts("tw-on", days_ago(2), days_ago(-2), client=w.fresh)["batch_horizon"] == \
+        format_ms(day_ms(today()))
 
 
 def test_late_data_of_any_age_is_counted_and_stays_readable(world, spark_reader):
@@ -404,8 +409,8 @@ def test_a_rollback_pins_its_day(world, spark_reader):
     # The next day left the pinned day out of its deduplication: the event counts once, there.
     assert d1 in {x.day for x in report.results}, report.lines()
     assert Catalog(w.inst.cfg).current(d)["version"] == v1
-    time.sleep(w.inst.cfg.serve.catalog_ttl_s + 0.5)
-    body = w.counts("tw-pin", days_ago(3), today())
+    # From here the API without a catalog TTL: each publication is visible at once.
+    body = w.counts("tw-pin", days_ago(3), today(), client=w.fresh)
     assert body["pinned_days"] == [d] and body["pending_days"] == []
     got = {b["start"][:10]: b["count"] for b in body["buckets"]}
     assert (got[d], got[d1]) == (0, 1)  # v1 predates them; the retry's copy on the next day
@@ -414,11 +419,10 @@ def test_a_rollback_pins_its_day(world, spark_reader):
     report = run_dates(spark_reader, w.inst.cfg, [dt.date.fromisoformat(d)], force=True,
                        skip_unchanged=True, mode="batch")
     assert report.to_json()["days"][0]["published"], report.lines()
-    time.sleep(w.inst.cfg.serve.catalog_ttl_s + 0.5)
-    body = w.counts("tw-pin", days_ago(3), today())
+    body = w.counts("tw-pin", days_ago(3), today(), client=w.fresh)
     assert body["pinned_days"] == [] and body["pending_days"] == [d1]
     assert [x.day for x in run_nightly(spark_reader, w.inst.cfg).results] == [d1]
-    time.sleep(w.inst.cfg.serve.catalog_ttl_s + 0.5)
-    body = w.counts("tw-pin", days_ago(3), today())
+    body = w.counts("tw-pin", days_ago(3), today(), client=w.fresh)
     assert body["pending_days"] == []
-    w.assert_truth(["tw-a", "tw-b", "tw-c", "tw-pin", "tw-late"], days_ago(45), days_ago(1))
+    w.assert_truth(["tw-a", "tw-b", "tw-c", "tw-pin", "tw-late"], days_ago(45), days_ago(1),
+                   client=w.fresh)
