@@ -75,6 +75,8 @@ def java_options(cfg: TallyConfig, log_to_file: bool = True) -> str:
     opts = "-XX:-DontCompileHugeMethods"
     if log_to_file:
         opts = f"-Dlog4j2.configurationFile={log4j_file(cfg, cfg.spark.log_level).as_uri()} {opts}"
+    if cfg.spark.java_options.strip():
+        opts = f"{opts} {cfg.spark.java_options.strip()}"
     return opts
 
 

@@ -300,6 +300,10 @@ class SparkConfig(Section):
     shuffle_partitions: Positive = Field(4, description="spark.sql.shuffle.partitions (the batch "
                                                         "raises it for large days).")
     log_level: str = Field("WARN", description="Spark's log level (its log file and console).")
+    java_options: str = Field("", description="More JVM flags for the driver and the executors, "
+                                              "after Tally's own (e.g. -XX:TieredStopAtLevel=1 "
+                                              "-XX:+UseSerialGC: quicker start-up of short runs on "
+                                              "few cores, slower long ones).")
 
 
 class ClusterConfig(Section):
