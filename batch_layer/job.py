@@ -143,6 +143,7 @@ def topic_end_offsets(cfg: TallyConfig) -> dict[int, int]:
 
     consumer = KafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers, group_id=None,
                              request_timeout_ms=cfg.kafka.request_timeout_ms,
+                             bootstrap_timeout_ms=cfg.kafka.request_timeout_ms,
                              client_id="tally-batch")
     try:
         parts = sorted(consumer.partitions_for_topic(cfg.kafka.topic) or [])

@@ -4,7 +4,7 @@ asks for), with the real `tally` of this checkout's virtualenv on an empty insta
 
 No stack is needed: the config points Kafka and HBase at closed ports and the lake at an empty
 local directory. The nightly run then starts its Spark session, finds the archive's closure
-unknown (Kafka cannot be read: about 30 s, kafka-python's bootstrap timeout), reports that on its
+unknown (Kafka cannot be read within kafka.request_timeout_ms), reports that on its
 JSON line and exits 0, as the cron file documents; the line goes on to the audit of yesterday,
 which exits 1 because an empty installation has no published batch view for it.
 """
