@@ -52,9 +52,10 @@ unit-test: setup
 
 # The whole suite against the real stack; the stack is stopped again even when tests fail.
 # The tests not marked `serial` first, on TEST_WORKERS pytest-xdist workers (each file on one
-# worker; 0: in this process), then the `serial` ones, which stop or kill a shared part of the
-# stack, alone. On two cores the suite is CPU-bound: two workers take as long as one.
-TEST_WORKERS ?= 0
+# worker; 0: in this process), then the `serial` ones, which would stop or kill a shared part of
+# the stack, alone (the fault tests kill parts of their own instead). Two workers keep both cores
+# busy while one test waits on a trigger or a service.
+TEST_WORKERS ?= 2
 test: setup
 	@$(TALLY) stack up && \
 	  { $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not serial" $(PYTEST_ARGS); rc=$$?; \

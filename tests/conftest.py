@@ -10,6 +10,7 @@ import warnings
 import pytest
 
 from schemas.config import load_config
+from tests import SPARK_JAVA_OPTIONS
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +20,8 @@ def spark(tmp_path_factory):
     state = tmp_path_factory.mktemp("spark-state")
     cfg = load_config(environ={}, overrides={"state_dir": str(state),
                                              "spark": {"master": "local[2]", "driver_memory": "1g",
-                                                       "shuffle_partitions": 2}})
+                                                       "shuffle_partitions": 2,
+                                                       "java_options": SPARK_JAVA_OPTIONS}})
     session = build_session(cfg, "tally-unit-tests")
     yield session
     session.stop()
@@ -60,6 +62,22 @@ def _drop_owned(cfg, u: str) -> None:
         admin.close()
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`tally` run in process (``cli.main``) sets up logging for the process: ``-q`` silences
+    the progress lines, and its handler holds the stderr of the test that ran it. Both are put
+    back after each test, so that a later test on the same worker sees its own output."""
+    import logging
+
+    from adapters import log
+
+    root = logging.getLogger("tally")
+    saved = (log._QUIET, list(root.handlers), root.level, root.propagate)
+    yield
+    log._QUIET, root.handlers[:], root.level, root.propagate = \
+        saved[0], saved[1], saved[2], saved[3]
+
+
 @pytest.fixture
 def clean_env(monkeypatch):
     for key in list(os.environ):
@@ -77,6 +95,7 @@ XDIST_GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which reads the groups into node ids
 def pytest_collection_modifyitems(items):
     for item in items:
         path = str(item.fspath)
@@ -112,7 +131,8 @@ def spark_reader(tmp_path_factory):
 
     cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
                                  "spark": {"master": "local[2]", "driver_memory": "1g",
-                                           "shuffle_partitions": 2}})
+                                           "shuffle_partitions": 2,
+                                           "java_options": SPARK_JAVA_OPTIONS}})
     spark = build_session(cfg, "tally-test-reader")
     yield spark
     spark.stop()

@@ -1,9 +1,11 @@
 """Arming the test-only fault seam (tests/faults/seam/sitecustomize.py) in the processes a fault
 test starts, and checking that a point fired."""
 
+import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 SEAM = Path(__file__).resolve().parent / "seam"
 
@@ -22,3 +24,31 @@ def fired(markers: Path, point: str) -> dict:
     marker = markers / f"{point}.fired"
     assert marker.is_file(), f"failpoint {point} did not fire (no {marker})"
     return json.loads(marker.read_text())
+
+
+@contextlib.contextmanager
+def private_part(base, root: Path, part: str) -> Iterator[tuple]:
+    """A part of the stack of the test's own, on free ports, for a test that kills it while
+    the shared stack serves the tests that run meanwhile: a Kafka broker (``kafka``) or a
+    Thrift server in front of the shared HBase (``hbase-thrift``). Yields the part's
+    :class:`~tally.devstack.stack.Stack` (``pid``, ``start_parts``) and the settings that
+    point an installation at it; stopped on exit."""
+    from tally.devstack.stack import Stack
+    from tests.integration.servekit import free_port_block
+
+    port = free_port_block(2)
+    if part == "kafka":
+        changes = {"kafka": {"bootstrap_servers": f"127.0.0.1:{port}",
+                             "controller_port": port + 1}}
+        env = {"TALLY_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+    elif part == "hbase-thrift":
+        changes = {"hbase": {"port": port}}
+        env = {"TALLY_HBASE__PORT": str(port)}
+    else:
+        raise ValueError(f"no private {part}")
+    own = Stack(base.replace(state_dir=str(root), **changes))
+    try:
+        own.start_parts([own.parts[part]], f"private {part}")
+        yield own, env
+    finally:
+        own.down()

@@ -17,8 +17,7 @@ import signal
 import threading
 import time
 
-import pytest
-
+from tests.faults.faultkit import private_part
 from tests.integration.servekit import (
     D0, D1, D2, Load, consume, counts_step, day_ms, iso, running_front, timed,
 )
@@ -110,14 +109,17 @@ def speed_expected(events: list[dict]) -> dict[tuple[str, str, int], tuple[int, 
     return {k: tuple(v) for k, v in acc.items()}
 
 
-@pytest.mark.serial  # kills the shared broker: runs alone, after the parallel part
 def test_kafka_broker_killed_while_sending(stack, tmp_path, unique):
-    from speed_layer.store import HBaseSpeedStore
-    from tally.devstack.stack import Stack
+    with private_part(stack, tmp_path / "broker", "kafka") as (broker, env):
+        # The installation's own broker, killed and restarted; the shared one serves the tests
+        # that run meanwhile.
+        _broker_killed_while_sending(make_installation(stack, tmp_path, unique, **env), broker,
+                                     f"bk{unique}")
 
-    inst = make_installation(stack, tmp_path, unique)
-    prefix = f"bk{unique}"
-    shared = Stack(stack)
+
+def _broker_killed_while_sending(inst, broker, prefix: str) -> None:
+    from speed_layer.store import HBaseSpeedStore
+
     stream = inst.start_stream("--trigger", "2s", "--archive-trigger", "10s")
     try:
         inst.wait_for_log("stream: queries speed")
@@ -129,13 +131,12 @@ def test_kafka_broker_killed_while_sending(stack, tmp_path, unique):
                 load.wait_for("ingest acknowledged before the kill",
                               lambda: sum(o.status == 202 for o in load.done()) >= 20
                               and len(producer.sent) >= 1000, 120)
-                kafka_pid = shared.pid("kafka")
-                os.killpg(kafka_pid, signal.SIGKILL)
+                os.killpg(broker.pid("kafka"), signal.SIGKILL)
                 killed_at = time.monotonic()
                 load.wait_for("an ingest refused while the broker is down",
                               lambda: any(o.status != 202 for o in load.done("ingest", killed_at)), 60)
                 down_s = time.monotonic() - killed_at
-                shared.up()  # starts the missing broker, waits until it answers
+                broker.start_parts([broker.parts["kafka"]])  # waits until it answers
                 back_at = time.monotonic()
                 load.wait_for("ingest acknowledged again",
                               lambda: sum(o.status == 202 for o in load.done("ingest", back_at)) >= 20,

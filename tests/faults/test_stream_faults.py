@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.faults.faultkit import fault_env, fired
+from tests.faults.faultkit import fault_env, fired, private_part
 from tests.integration.batchkit import generate_archive
 from tests.integration.speedkit import (
     check_exact, make_installation, stop_when_caught_up, wait_exit,
@@ -93,13 +91,18 @@ def _published_day(inst, tmp_path, spark_reader, day: dt.date) -> dict:
     return expected
 
 
-@pytest.mark.serial  # stops the shared Thrift server: runs alone, after the parallel part
 def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_path, unique,
                                                                      spark_reader):
-    from serving_layer.app import create_app
-    from tally.devstack.stack import Stack
+    # The installation's own Thrift server in front of the shared HBase, stopped and restarted;
+    # the shared one serves the tests that run meanwhile.
+    with private_part(stack, tmp_path / "thrift", "hbase-thrift") as (thrift, env):
+        inst = make_installation(stack, tmp_path, unique, TALLY_HBASE__WRITE_RETRY_S="5", **env)
+        _hbase_down_for_a_minute(inst, thrift, tmp_path, spark_reader)
 
-    inst = make_installation(stack, tmp_path, unique, TALLY_HBASE__WRITE_RETRY_S="5")
+
+def _hbase_down_for_a_minute(inst, thrift, tmp_path, spark_reader) -> None:
+    from serving_layer.app import create_app
+
     day0 = dt.date(2026, 11, 20)
     expected0 = _published_day(inst, tmp_path, spark_reader, day0)
     api = create_app(inst.cfg.replace(serve={"catalog_ttl_s": 0.0, "hbase_timeout_ms": 1000})
@@ -113,8 +116,6 @@ def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_p
     inst.wait_for_log("stream: queries speed")
     gen = generator(inst, seed, "--kafka", "--rate", "1000", "--truth",
                     str(tmp_path / f"truth-{seed}.parquet"))
-    shared = Stack(stack)
-    thrift_pid = shared.pid("hbase-thrift")
     metadata = Path(inst.cfg.lake_uri[len("file://"):]) / "raw" / "events" / "_spark_metadata"
     deadline = time.monotonic() + 180  # the outage starts once data flows through both queries
     while not (metadata.is_dir() and any(metadata.iterdir())) and time.monotonic() < deadline:
@@ -122,9 +123,9 @@ def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_p
     assert metadata.is_dir() and any(metadata.iterdir()), inst.stream_log()
     served = []
     try:
-        os.killpg(thrift_pid, signal.SIGTERM)
+        os.killpg(thrift.pid("hbase-thrift"), signal.SIGTERM)
         down_at = time.monotonic()
-        while shared.pid("hbase-thrift") is not None:
+        while thrift.pid("hbase-thrift") is not None:
             time.sleep(0.2)
         archived_before = len(list(metadata.iterdir()))
         # Down for at least a minute, and until the archive has committed more batches without
@@ -150,9 +151,7 @@ def test_hbase_thrift_down_for_a_minute_while_streaming_and_serving(stack, tmp_p
         assert "speed query failed, restarting" in inst.stream_log(), inst.stream_log()
         outage_s = time.monotonic() - down_at
     finally:
-        res = subprocess.run([sys.executable, "-m", "tally.cli", "-q", "stack", "up"],
-                             env={k: v for k, v in os.environ.items()}, capture_output=True, text=True)
-        assert res.returncode == 0, res.stderr
+        thrift.start_parts([thrift.parts["hbase-thrift"]])  # waits until it answers
     assert outage_s >= 60 and archived_during > archived_before, "archiving stopped while HBase was down"
     assert gen.wait(timeout=300) == 0, gen.stderr.read()
     assert wait_exit(stream, 600, inst) == 0, inst.stream_log()

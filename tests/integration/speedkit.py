@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from schemas.config import TallyConfig, load_config
 from tally.devstack.provision import create_bucket, create_tables, create_topics
+from tests import SPARK_JAVA_OPTIONS
 
 
 @dataclass
@@ -87,6 +88,7 @@ def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "f
         # drop). test_hbase.py checks the shared stack's 16.
         "TALLY_SPARK__SHUFFLE_PARTITIONS": "2",
         "TALLY_HBASE__SALT_BUCKETS": "4",
+        "TALLY_SPARK__JAVA_OPTIONS": SPARK_JAVA_OPTIONS,
     })
     if lake == "s3":
         env["TALLY_LAKE__URI"] = f"s3a://{base.lake.bucket}/t{unique}"
