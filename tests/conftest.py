@@ -62,20 +62,37 @@ def _drop_owned(cfg, u: str) -> None:
         admin.close()
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging():
-    """`tally` run in process (``cli.main``) sets up logging for the process: ``-q`` silences
-    the progress lines, and its handler holds the stderr of the test that ran it. Both are put
-    back after each test, so that a later test on the same worker sees its own output."""
+def _logging_state():
     import logging
 
     from adapters import log
 
     root = logging.getLogger("tally")
-    saved = (log._QUIET, list(root.handlers), root.level, root.propagate)
+    return log._QUIET, list(root.handlers), root.level, root.propagate
+
+
+_LOGGING_AT_START = _logging_state()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`tally` run in process (``cli.main``, also from module-scoped fixtures) sets up logging
+    for the process: ``-q`` silences the progress lines, and its handler holds the stderr of
+    the test that ran it. Before and after each test, logging is put back as the session
+    found it, so that a test on the same worker sees its own output."""
+    _reset_logging()
     yield
-    log._QUIET, root.handlers[:], root.level, root.propagate = \
-        saved[0], saved[1], saved[2], saved[3]
+    _reset_logging()
+
+
+def _reset_logging() -> None:
+    import logging
+
+    from adapters import log
+
+    root = logging.getLogger("tally")
+    quiet, handlers, level, propagate = _LOGGING_AT_START
+    log._QUIET, root.handlers[:], root.level, root.propagate = quiet, handlers, level, propagate
 
 
 @pytest.fixture
