@@ -877,10 +877,33 @@ def _toml_value(value: Any) -> str:
     return "[" + ", ".join(_toml_value(v) for v in value) + "]"
 
 
-def to_toml(cfg: "TallyConfig") -> str:
-    """The whole config as a TOML file that :func:`load_config` reads back to an equal object."""
+REDACTED = "<redacted>"
+
+
+def secret_keys(cfg: BaseModel) -> set[tuple[str, str]]:
+    """(section, key) of every setting whose value is a secret (API keys, S3 credentials)."""
+    out = set()
+    for section, field in type(cfg).model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        for key, f in model.model_fields.items():
+            if rule_of(f.metadata).secret:
+                out.add((section, key))
+    return out
+
+
+def to_toml(cfg: "TallyConfig", redact: bool = False) -> str:
+    """The whole config as a TOML file that :func:`load_config` reads back to an equal object;
+    with ``redact``, every secret that is set reads ``<redacted>`` (for showing, not loading)."""
+    data = to_dict(cfg)
+    if redact:
+        for section, key in secret_keys(cfg):
+            value = data[section][key]
+            if value:
+                data[section][key] = [REDACTED] * len(value) if isinstance(value, list) else REDACTED
     top, tables = [], []
-    for key, value in to_dict(cfg).items():
+    for key, value in data.items():
         if isinstance(value, dict):
             tables.append(f"\n[{key}]\n" + "".join(f"{k} = {_toml_value(v)}\n"
                                                   for k, v in value.items()))

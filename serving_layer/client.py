@@ -177,3 +177,17 @@ def render_counts(body: dict) -> str:
     for w in body.get("warnings", []):
         lines.append(f"warning: {w}")
     return "\n".join(lines)
+
+
+def render_top(body: dict) -> str:
+    """A terminal table of a top answer."""
+    lines = [f"top {len(body['items'])} {body.get('event_type', '')} from {body.get('from', '-')} "
+             f"to {body.get('to', '-')} ({'exact' if body.get('exact') else 'approximate'})",
+             f"batch horizon {body.get('batch_horizon') or '-'}",
+             f"{'#':>3}  {'video_id':<32}{'count':>12}{'watch_ms':>16}"]
+    for rank, item in enumerate(body["items"], 1):
+        lines.append(f"{rank:>3}  {item['video_id']:<32}{item['count']:>12}{item['watch_ms']:>16}")
+    for w in body.get("warnings", []):
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)
+

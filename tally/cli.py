@@ -205,8 +205,14 @@ def cmd_rollback(args: argparse.Namespace, cfg: TallyConfig) -> int:
     catalog = Catalog(cfg)
     before = catalog.current(day)
     result = catalog.rollback(day)
-    print(f"{day}: version {result.version} published again (was {before['version']}), "
-          f"entry {result.seq}")
+    if args.json:
+        # A rolled-back day is pinned: the nightly run leaves it until it is published again.
+        print(json.dumps({"command": "rollback", "day": day, "version": result.version,
+                          "previous": before["version"], "entry": result.seq,
+                          "pinned": bool(catalog.current(day).get("pinned"))}))
+    else:
+        print(f"{day}: version {result.version} published again (was {before['version']}), "
+              f"entry {result.seq}")
     return 0
 
 
@@ -245,14 +251,38 @@ def cmd_front(args: argparse.Namespace, cfg: TallyConfig) -> int:
 
 @command("query")
 def cmd_query(args: argparse.Namespace, cfg: TallyConfig) -> int:
-    from serving_layer.client import TallyClient, render_counts
+    from serving_layer.client import render_counts
+
+    body = _client(args, cfg).counts(args.video, event_type=args.event_type, start=args.start, end=args.end,
+                         granularity=args.granularity)
+    print(json.dumps(body, indent=2) if args.json else render_counts(body))
+    return 0
+
+
+@command("top")
+def cmd_top(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from serving_layer.client import render_top
+
+    body = _client(args, cfg).top(start=args.start, end=args.end, event_type=args.event_type,
+                                  k=args.k)
+    print(json.dumps(body, indent=2) if args.json else render_top(body))
+    return 0
+
+
+def _client(args: argparse.Namespace, cfg: TallyConfig):
+    from serving_layer.client import TallyClient
 
     url = args.url or f"http://{cfg.serve.host}:{cfg.serve.port}"
     key = args.api_key or (cfg.serve.api_keys[0] if cfg.serve.api_keys else None)
-    client = TallyClient(url, api_key=key)
-    body = client.counts(args.video, event_type=args.event_type, start=args.start, end=args.end,
-                         granularity=args.granularity)
-    print(json.dumps(body, indent=2) if args.json else render_counts(body))
+    return TallyClient(url, api_key=key)
+
+
+@command("config")
+def cmd_config(args: argparse.Namespace, cfg: TallyConfig) -> int:
+    from schemas.config import to_toml
+
+    # `show`: the settings in effect (defaults, the file, TALLY_* variables), secrets redacted.
+    print(to_toml(cfg, redact=True), end="")
     return 0
 
 
@@ -372,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="one JSON result line on stdout")
     rb = sub.add_parser("rollback", parents=[common], help="publish the previous version of a day again")
     rb.add_argument("--date", required=True, help="the UTC day, YYYY-MM-DD")
+    rb.add_argument("--json", action="store_true", help="one JSON result line on stdout")
 
     au = sub.add_parser("audit", parents=[common],
                         help="speed views against the published batch view of a day")
@@ -394,6 +425,17 @@ def build_parser() -> argparse.ArgumentParser:
     qy.add_argument("--url", help="the API (default http://serve.host:serve.port)")
     qy.add_argument("--api-key", help="X-API-Key (default: the first of serve.api_keys)")
     qy.add_argument("--json", action="store_true", help="the API's JSON instead of a table")
+
+    tp = sub.add_parser("top", parents=[common], help="the top list from the REST API")
+    tp.add_argument("--event-type", default="view")
+    tp.add_argument("--from", dest="start", required=True, help="RFC 3339 or epoch ms")
+    tp.add_argument("--to", dest="end", required=True, help="RFC 3339 or epoch ms")
+    tp.add_argument("--k", type=int, default=10, help="how many videos (default 10)")
+    tp.add_argument("--url", help="the API (default http://serve.host:serve.port)")
+    tp.add_argument("--api-key", help="X-API-Key (default: the first of serve.api_keys)")
+    tp.add_argument("--json", action="store_true", help="the API's JSON instead of a table")
+    cf = sub.add_parser("config", parents=[common], help="the effective configuration")
+    cf.add_argument("action", choices=["show"], help="show: as TOML, secrets redacted")
 
     sub.add_parser("jars", parents=[common],
                    help="the connector jars to pass to spark-submit --jars (comma-separated)")

@@ -106,8 +106,17 @@ def test_reprocess_adds_late_events_and_rollback_restores(stack, tmp_path, uniqu
             c0, w0 = both[g].get(k, (0, 0))
             both[g][k] = (c0 + c, w0 + w)
     assert_exact(inst.cfg, [D1, D2], both)
-    res = inst.tally("rollback", "--date", D1.isoformat())
-    assert "published again" in res.stdout
+    from batch_layer.catalog import Catalog
+
+    catalog = Catalog(inst.cfg)
+    reprocessed, earlier = catalog.current(D1.isoformat()), catalog.entries(D1.isoformat())[0]
+    res = inst.tally("rollback", "--date", D1.isoformat(), "--json")
+    (line,) = res.stdout.splitlines()  # one JSON result line, for an orchestrator
+    assert json.loads(line) == {"command": "rollback", "day": D1.isoformat(), "pinned": True,
+                                "version": earlier["version"],
+                                "previous": reprocessed["version"],
+                                "entry": catalog.entries(D1.isoformat())[-1]["seq"]}, line
+    assert catalog.entries(D1.isoformat())[-1]["action"] == "rollback"
     assert_exact(inst.cfg, [D1, D2], first)
     # There is nothing before the first version.
     res = inst.tally("rollback", "--date", D1.isoformat(), check=False)

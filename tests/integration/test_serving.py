@@ -361,6 +361,20 @@ def test_tally_serve_under_gunicorn_and_tally_query(world):
         lines = [ln.split() for ln in res.stdout.splitlines() if ln.startswith(iso(h - DAY)[:4])]
         assert [(int(ln[1]), int(ln[2]), ln[3]) for ln in lines] == \
             [(want[h - DAY][0], want[h - DAY][1], "batch"), (want[h][0], want[h][1], "speed")]
+        # `tally top`: the API's list as JSON, and the same as a table.
+        top = ["top", "--from", iso(h - DAY), "--to", iso(h + DAY), "--k", "5", "--url",
+               f"http://127.0.0.1:{port}"]
+        want_top = world.expected_top("view", h - DAY, h + DAY, 5)
+        res = subprocess.run([sys.executable, "-m", "tally.cli", *top, "--json"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert json.loads(res.stdout)["items"] == want_top
+        res = subprocess.run([sys.executable, "-m", "tally.cli", *top], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        rows = [ln.split() for ln in res.stdout.splitlines()[3:] if not ln.startswith("warning")]
+        assert [(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows] == \
+            [(i, t["video_id"], t["count"], t["watch_ms"]) for i, t in enumerate(want_top, 1)]
         res = subprocess.run([sys.executable, "-m", "tally.cli", "query", video, "--from", "x",
                               "--to", iso(h), "--url", f"http://127.0.0.1:{port}"], env=env,
                              capture_output=True, text=True, timeout=60)
