@@ -66,8 +66,9 @@ def _closed_port() -> int:
 @pytest.mark.timeout(300)
 def test_the_cron_job_line_runs_as_written(tmp_path):
     venv = Path(sys.prefix)
-    if not (venv / "bin" / "tally").exists():
-        pytest.skip(f"no `tally` in {venv}/bin (install the checkout: pip install -e .)")
+    # The cron line runs the virtualenv's `tally`: make setup installs the checkout there.
+    assert (venv / "bin" / "tally").exists(), \
+        f"no `tally` in {venv}/bin (install the checkout: pip install -e .)"
     home = tmp_path / "home"  # TALLY_HOME: a checkout whose .venv is this one
     home.mkdir()
     (home / ".venv").symlink_to(venv)
