@@ -7,3 +7,6 @@ import os
 # collector starts faster and spends less of two cores on compiling.
 SPARK_JAVA_OPTIONS = os.environ.get("TEST_SPARK_JAVA_OPTIONS",
                                     "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC")
+# The Spark settings of the tests' own sessions (tests/conftest.py).
+TEST_SPARK = {"master": "local[2]", "driver_memory": "1g", "shuffle_partitions": 2,
+              "java_options": SPARK_JAVA_OPTIONS}

@@ -10,7 +10,7 @@ import warnings
 import pytest
 
 from schemas.config import load_config
-from tests import SPARK_JAVA_OPTIONS
+from tests import TEST_SPARK
 
 
 @pytest.fixture(scope="session")
@@ -19,9 +19,7 @@ def spark(tmp_path_factory):
 
     state = tmp_path_factory.mktemp("spark-state")
     cfg = load_config(environ={}, overrides={"state_dir": str(state),
-                                             "spark": {"master": "local[2]", "driver_memory": "1g",
-                                                       "shuffle_partitions": 2,
-                                                       "java_options": SPARK_JAVA_OPTIONS}})
+                                             "spark": TEST_SPARK})
     session = build_session(cfg, "tally-unit-tests")
     yield session
     session.stop()
@@ -62,7 +60,7 @@ def _drop_owned(cfg, u: str) -> None:
         admin.close()
 
 
-def _logging_state():
+def _logging_state() -> tuple:
     import logging
 
     from adapters import log
@@ -147,9 +145,7 @@ def spark_reader(tmp_path_factory):
     from adapters.spark import build_session
 
     cfg = load_config(overrides={"state_dir": str(tmp_path_factory.mktemp("reader")),
-                                 "spark": {"master": "local[2]", "driver_memory": "1g",
-                                           "shuffle_partitions": 2,
-                                           "java_options": SPARK_JAVA_OPTIONS}})
+                                 "spark": TEST_SPARK})
     spark = build_session(cfg, "tally-test-reader")
     yield spark
     spark.stop()

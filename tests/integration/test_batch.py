@@ -21,14 +21,13 @@ D1, D2 = dt.date(2026, 11, 20), dt.date(2026, 11, 21)
 
 
 @pytest.mark.parametrize("lake", ["file", "s3"])
-def test_ground_truth(stack, tmp_path, unique, lake, spark_reader, capsys, monkeypatch):
+def test_ground_truth(stack, tmp_path, unique, lake, spark_reader, capsys):
     from batch_layer.job import run_dates
 
     inst = make_installation(stack, tmp_path, unique, lake=lake, hbase=False)
     expected = generate_archive(inst, tmp_path, spark_reader, seed=41)
     # `tally reprocess --from D1 --to D2`, in process on the reader's session (one JVM start
     # fewer); its progress lines go to stderr as the command's do.
-    monkeypatch.setattr("adapters.log._QUIET", False)
     capsys.readouterr()
     report = run_dates(spark_reader, inst.cfg, [D1, D2])
     err = capsys.readouterr().err
