@@ -64,27 +64,42 @@ def run_batch(cfg, master: str | None, req: BatchRequest) -> int:
     and spark-submit (its own master). Exits 0 when every day asked for was published or left as
     it was for a reason that needs nobody (unchanged, a newer version, the nightly run finding the
     archive behind), 1 when a day was refused (its input shrank, or it is not closed)."""
+    from adapters.metrics import Timed
     from adapters.spark import build_session, failure, is_spark_failure
     from batch_layer.job import RunReport, not_closed_by_time, run_dates, run_nightly
 
-    early = not_closed_by_time(cfg, list(req.days)) if req.mode != "nightly" and not req.force else []
-    if early and len(early) == len(req.days):  # nothing to compute: no Spark session needed
-        return _print(RunReport(req.mode, early), req)
-    spark = build_session(cfg, "tally-batch", master=master)
-    try:
-        if req.mode == "nightly":
-            report = run_nightly(spark, cfg)
+    with Timed(cfg, req.mode) as run:
+        early = not_closed_by_time(cfg, list(req.days)) if req.mode != "nightly" and not req.force else []
+        if early and len(early) == len(req.days):  # nothing to compute: no Spark session needed
+            report = RunReport(req.mode, early)
         else:
-            report = run_dates(spark, cfg, list(req.days), force=req.force,
-                               allow_shrink=req.allow_shrink, skip_unchanged=req.mode == "batch",
-                               mode=req.mode)
-    except Exception as exc:
-        if is_spark_failure(exc):  # e.g. the lake unreachable mid-run: one line, nothing published
-            raise failure(exc, "the batch job") from None
-        raise
-    finally:
-        spark.stop()
+            spark = build_session(cfg, "tally-batch", master=master)
+            try:
+                if req.mode == "nightly":
+                    report = run_nightly(spark, cfg)
+                else:
+                    report = run_dates(spark, cfg, list(req.days), force=req.force,
+                                       allow_shrink=req.allow_shrink,
+                                       skip_unchanged=req.mode == "batch", mode=req.mode)
+            except Exception as exc:
+                if is_spark_failure(exc):  # e.g. the lake unreachable mid-run: one line, nothing published
+                    raise failure(exc, "the batch job") from None
+                raise
+            finally:
+                spark.stop()
+        describe_run(report, run)
     return _print(report, req)
+
+
+def describe_run(report, run) -> None:
+    """The run's metrics (:class:`adapters.metrics.RunMetrics`) from its report."""
+    published = [r for r in report.results if r.published]
+    run.rows_in = sum(r.raw_rows for r in report.results if r.version)
+    run.rows_out = sum(sum(r.rows.values()) for r in published)
+    run.days_published = len(published)
+    run.days_refused = len(report.refused)
+    run.versions = {r.day: r.version for r in published}
+    run.outcome = "refused" if report.refused else ("ok" if published else "nothing")
 
 
 def _print(report, req: BatchRequest) -> int:
@@ -117,10 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="publish even when a day's input has fewer raw rows than before")
     ap.add_argument("--json", action="store_true", help="one JSON result line on stdout")
     ap.add_argument("-v", "--verbose", action="count", default=0)
+    ap.add_argument("--log-format", choices=["text", "json"],
+                    help="log lines as logfmt text or JSON (default log_format, TALLY_LOG_FORMAT)")
     args = ap.parse_args(argv)
-    log.setup("INFO" if args.verbose else "WARNING")
+    log.setup("INFO" if args.verbose else "WARNING", fmt=log.initial_format(args.log_format))
     try:
-        cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
+        cfg = load_config(args.config, overrides={"state_dir": args.state_dir,
+                                                  "log_format": args.log_format})
+        log.use_format(cfg.log_format)
         req = request_from(args.date, args.first, args.last, args.force, args.allow_shrink, args.json)
         return run_batch(cfg, master="submit", req=req)
     except TallyError as exc:

@@ -25,15 +25,45 @@ def run_stream(cfg, master: str | None, trigger: str | None = None,
         lock = CheckpointLock(cfg.state_path / "checkpoints" / f"{q}.lock")
         lock.acquire()
         lock.release()
-    spark = build_session(cfg, "tally-stream", master=master)
+    spark = build_session(cfg, "tally-stream", master=master, extra=ui_conf(cfg))
     app = StreamingApp(spark, cfg, trigger=_duration(trigger),
                        archive_trigger=_duration(archive_trigger), until_idle_s=until_idle_s)
     app.install_signal_handlers()
+    server = None
     try:
+        if cfg.metrics.stream_port:
+            from adapters import log
+            from adapters.metrics import serve
+
+            from schemas.errors import TallyError
+
+            try:
+                server = serve(app.metrics.registry, cfg.metrics.host, cfg.metrics.stream_port)
+            except OSError as exc:
+                raise TallyError(f"metrics.stream_port: cannot serve /metrics on "
+                                 f"{cfg.metrics.host}:{cfg.metrics.stream_port} ({exc.strerror or exc}); "
+                                 "give another port, or 0 for none") from None
+            log.progress(f"stream: metrics on http://{cfg.metrics.host}:{cfg.metrics.stream_port}"
+                         "/metrics")
         app.start()
+        if cfg.stream.ui_port:
+            from adapters import log
+
+            log.progress(f"stream: Spark UI on {spark.sparkContext.uiWebUrl or 'its port'}")
         return app.run()
     finally:
+        if server is not None:
+            server.shutdown()
         stop_session(spark)
+
+
+def ui_conf(cfg) -> dict[str, str]:
+    """The Spark UI of the streaming job on ``stream.ui_port`` (Spark tries the next ports when
+    it is taken; it listens where the driver binds, ``spark.driver.bindAddress``), unless that
+    is 0."""
+    if not cfg.stream.ui_port:
+        return {}
+    return {"spark.ui.enabled": "true", "spark.ui.port": str(cfg.stream.ui_port)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,10 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--archive-trigger", help="archive trigger interval, e.g. '60s'")
     ap.add_argument("--until-idle", type=float, help="stop after this many seconds without input")
     ap.add_argument("-v", "--verbose", action="count", default=0)
+    ap.add_argument("--log-format", choices=["text", "json"],
+                    help="log lines as logfmt text or JSON (default log_format, TALLY_LOG_FORMAT)")
     args = ap.parse_args(argv)
-    log.setup("INFO" if args.verbose else "WARNING")
+    log.setup("INFO" if args.verbose else "WARNING", fmt=log.initial_format(args.log_format))
     try:
-        cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
+        cfg = load_config(args.config, overrides={"state_dir": args.state_dir,
+                                                  "log_format": args.log_format})
+        log.use_format(cfg.log_format)
         return run_stream(cfg, master="submit", trigger=args.trigger,
                           archive_trigger=args.archive_trigger, until_idle_s=args.until_idle)
     except TallyError as exc:

@@ -357,6 +357,9 @@ class StreamConfig(Section):
                                                                   "the batch.")
     max_offsets_per_trigger: NonNegative = Field(
         0, description="0 means no cap per trigger (see the catch-up hazard in the README).")
+    ui_port: Annotated[int, Field(ge=0, lt=65536)] = Field(
+        4040, description="The Spark UI of `tally stream` (its Structured Streaming tab) on "
+                          "127.0.0.1; 0: off. Other Spark sessions run without a UI.")
 
     @property
     def watermark_ms(self) -> int:
@@ -493,6 +496,10 @@ class ServeConfig(Section):
         False, description="`tally serve` binds a non-loopback address only when this says a "
                            "proxy that reads whole requests (the front door, an ALB) is the only "
                            "way in.")
+    access_log: bool = Field(
+        False, description="One line per request on the tally.access logger (method, path, the "
+                           "query's parameter names, status, duration_ms, bytes, client, key "
+                           "bucket; never the key), at INFO whatever the log level.")
 
 
 class FrontConfig(Section):
@@ -546,6 +553,24 @@ class FrontConfig(Section):
         return [self.first_instance_port + i for i in range(self.instances)]
 
 
+class MetricsConfig(Section):
+    """Prometheus: the streaming job's ``/metrics`` and the batch runs' Pushgateway."""
+
+    section: ClassVar[str] = "metrics"
+    host: str = Field("127.0.0.1", description="Where the streaming job's driver serves "
+                                               "/metrics.")
+    stream_port: Annotated[int, Field(ge=0, lt=65536)] = Field(
+        9108, description="The streaming job's /metrics port; 0: off.")
+    pushgateway: Annotated[str, Field(pattern=r"^(?:$|https?://[^/?#]+/?$)"),
+                           Rule(text="must be empty (off) or http(s)://host:port")] = Field(
+        "", description="The Pushgateway that `batch`, `reprocess`, `rollback` and "
+                        "`archive compact` push their run's metrics to; empty: no push.")
+    push_timeout_s: PositiveFloat = Field(5.0, description="A push that takes longer is given "
+                                                           "up (the run's outcome stands).")
+    instance: str = Field("", description="The pushed runs' `instance` label; empty: the host "
+                                          "name.")
+
+
 # The whole config -----------------------------------------------------------------------------
 
 # The sources of the TallyConfig being built by _build (load_config, replace): what a direct
@@ -565,6 +590,10 @@ class TallyConfig(BaseSettings):
 
     state_dir: str = Field(".tally", description="Where an installation keeps its state: logs, "
                                                  "checkpoints, the file lake by default.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines on stderr: \"text\" (logfmt: ts=... level=... logger=... "
+                            "msg=... key=value ...) or \"json\" (one JSON object per line); "
+                            "--log-format overrides it.")
     stack: StackConfig = Field(default_factory=StackConfig)
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)
     hbase: HBaseConfig = Field(default_factory=HBaseConfig)
@@ -577,6 +606,7 @@ class TallyConfig(BaseSettings):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     front: FrontConfig = Field(default_factory=FrontConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,

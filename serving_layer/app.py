@@ -30,6 +30,7 @@ from werkzeug.routing import BaseConverter
 from adapters import log
 from schemas.config import TallyConfig, load_config
 from schemas.errors import ApiError, DependencyError, ProducerError, public
+from serving_layer import access
 from serving_layer.buckets import Buckets
 from serving_layer.context import client_key, error, proxy_token_path, rate_limit_path, tally_cfg
 from serving_layer.service import Resources
@@ -190,6 +191,7 @@ class TallyFlask(Flask):
 
 def create_app(cfg: TallyConfig | None = None) -> Flask:
     cfg = cfg or load_config()
+    log.use_format(cfg.log_format)
     app = TallyFlask("tally.serve")
     app.url_map.converters["any_text"] = AnyText
     app.config["MAX_CONTENT_LENGTH"] = cfg.serve.max_body_bytes
@@ -216,6 +218,8 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
         check_host(allowed_hosts)
         if request.path.startswith("/v1/"):
             caller = authenticate(keys, proxy)
+            if caller.startswith("k:"):
+                g.key_bucket = caller
             if limiter.enabled:
                 wait = limiter.take(caller)
                 if wait:
@@ -223,6 +227,16 @@ def create_app(cfg: TallyConfig | None = None) -> Flask:
                                       f"requests/s per key (or client address without one)",
                                  {"Retry-After": str(max(1, math.ceil(wait)))})
         return None
+
+    if cfg.serve.access_log:
+        access.enable()
+
+        # Registered before _finish, so it runs after it (Flask runs these in reverse), on
+        # every response: the views', the error handlers' and the rate limit's.
+        @app.after_request
+        def _access(resp: Response) -> Response:
+            access.record(resp, lambda: client_address(proxy))
+            return resp
 
     @app.after_request
     def _finish(resp: Response) -> Response:

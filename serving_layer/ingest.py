@@ -93,6 +93,8 @@ def post_events() -> tuple[Response, int]:
             producer.send_raw(value, key)
         producer.flush(timeout_s=cfg.serve.kafka_timeout_s)
     except ProducerError:
+        # Valid events Kafka did not acknowledge: the client is answered 503 and must retry.
+        metrics.EVENTS.labels("failed").inc(len(good))
         res.drop_producer()
         raise
     metrics.EVENTS.labels("accepted").inc(len(good))

@@ -16,6 +16,8 @@ from typing import Callable
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
                                generate_latest)
 
+from adapters.metrics import add_build_info
+
 REQUESTS = Counter("tally_http_requests_total", "HTTP requests answered",
                    ["method", "endpoint", "status"])
 LATENCY = Histogram("tally_http_request_seconds", "HTTP request latency", ["endpoint"],
@@ -31,6 +33,13 @@ CACHE_VIEWS = Gauge("tally_batch_cache_views", "batch views a worker holds in me
 SPEED_FAILURES = Counter("tally_speed_read_failures_total", "speed-store reads that failed")
 BACKEND_ERRORS = Counter("tally_backend_errors_total", "backend calls that failed",
                          ["dependency"])
+BUILD_INFO = add_build_info(None, "api", multiprocess_mode="max")
+# Every label value a rate or an alert reads exists from the start (at 0), so "none yet" is a
+# series of zeros rather than no series.
+for _outcome in ("accepted", "rejected", "failed"):
+    EVENTS.labels(_outcome)
+for _dependency in ("kafka", "hbase", "lake"):
+    BACKEND_ERRORS.labels(_dependency)
 
 
 class FreshnessCollector:
@@ -63,6 +72,11 @@ class FreshnessCollector:
         for key, name, doc in self.GAUGES:
             if values.get(key) is not None:
                 yield GaugeMetricFamily(name, doc, value=now - values[key] / 1000)
+        if values.get("pending_days") is not None:
+            yield GaugeMetricFamily(
+                "tally_batch_pending", "days before the batch horizon whose raw data their "
+                "published batch views do not cover yet (answered from both layers meanwhile)",
+                value=values["pending_days"])
         if values.get("speed_watermark_ms") is not None:
             # No valid event can move the watermark past the receiving clock (events ahead of it
             # are left out): anything above 0 here is a clock or a pipeline fault.

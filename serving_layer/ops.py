@@ -99,7 +99,9 @@ def readyz():
 
 def _freshness_ms() -> dict[str, int | None]:
     res = resources()
-    out: dict[str, int | None] = {"horizon_ms": res.batch.snapshot().horizon_ms}
+    state = res.batch.snapshot().state
+    out: dict[str, int | None] = {"horizon_ms": state.horizon_ms, "pending_days": sum(
+        1 for day in set(state.published) | set(state.index.days) if state.pending(day))}
     try:
         p = res.speed.progress()
     except Exception:  # noqa: BLE001 - HBase down: the horizon is still worth reporting

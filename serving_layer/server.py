@@ -16,8 +16,10 @@ front door's) also needs ``serve.api_keys``, or ``serve.open_writes = true`` whe
 open.
 
 For another WSGI server: ``gunicorn 'serving_layer.server:app_from_env()'`` builds the app from
-the environment and ``--config``-less defaults (``TALLY_*``); run it behind a proxy that reads
-whole requests before passing them on (nginx, an ALB), as the front door does.
+the environment and ``--config``-less defaults (``TALLY_*``, ``TALLY_LOG_FORMAT`` included: the
+workers' log lines and the access log are in that format; gunicorn's own lines are its own); run
+it behind a proxy that reads whole requests before passing them on (nginx, an ALB), as the front
+door does.
 """
 
 from __future__ import annotations
@@ -35,7 +37,22 @@ LOG = log.get("serve")
 def app_from_env():
     from serving_layer.app import create_app
 
-    return create_app(load_config())
+    cfg = load_config()
+    log.setup("WARNING", fmt=cfg.log_format)
+    return create_app(cfg)
+
+
+def gunicorn_logger(fmt: str):
+    """gunicorn's logger class with its error log (stderr) in the log format ``fmt``."""
+    from gunicorn.glogging import Logger
+
+    class TallyGunicornLogger(Logger):
+        def setup(self, cfg) -> None:
+            super().setup(cfg)
+            for handler in self.error_log.handlers:
+                handler.setFormatter(log.formatter(fmt))
+
+    return TallyGunicornLogger
 
 
 def is_loopback(host: str) -> bool:
@@ -91,6 +108,7 @@ def gunicorn_settings(cfg: TallyConfig, host: str, port: int) -> dict:
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "warning",
+        "logger_class": gunicorn_logger(cfg.log_format),
         "proc_name": f"tally-serve:{port}",
     }
 

@@ -33,6 +33,7 @@ from adapters import failpoints, log
 from schemas.config import TallyConfig
 from schemas.errors import TallyError
 from speed_layer import transform
+from speed_layer.metrics import StreamMetrics
 
 LOG = log.get("speed")
 QUERIES = ("speed", "archive", "dlq")
@@ -178,7 +179,7 @@ def progress_record(p: dict[str, Any], previous: dict[str, Any] | None,
     }
 
 
-def make_listener(cfg: TallyConfig, state: ProgressState):
+def make_listener(cfg: TallyConfig, state: ProgressState, metrics: StreamMetrics):
     from pyspark.sql.streaming import StreamingQueryListener
 
     from adapters.lake import lake_store
@@ -192,17 +193,23 @@ def make_listener(cfg: TallyConfig, state: ProgressState):
     class ProgressListener(StreamingQueryListener):
         def onQueryStarted(self, event) -> None:  # noqa: N802 - Spark's names
             LOG.info("query started: %s", event.name)
+            metrics.started(str(event.id), event.name)
 
         def onQueryIdle(self, event) -> None:  # noqa: N802
-            pass
+            metrics.idle(str(event.id))  # a trigger without new data: the query is alive
 
         def onQueryTerminated(self, event) -> None:  # noqa: N802
             if event.exception:
                 LOG.warning("query %s terminated: %s", event.id, event.exception.splitlines()[0])
 
         def onQueryProgress(self, event) -> None:  # noqa: N802
+            p = json.loads(event.progress.json)
             try:
-                self._progress(json.loads(event.progress.json))
+                metrics.progress(p)
+            except Exception as exc:  # noqa: BLE001 - a listener must never kill the job
+                LOG.warning("metrics not updated: %s: %s", type(exc).__name__, exc)
+            try:
+                self._progress(p)
             except Exception as exc:  # noqa: BLE001 - a listener must never kill the job
                 LOG.warning("progress record not written: %s: %s", type(exc).__name__, exc)
 
@@ -235,6 +242,8 @@ def make_listener(cfg: TallyConfig, state: ProgressState):
             if any(v[0] or v[1] for v in deltas.values()):
                 store.add_day_counters(deltas)
             store.write_progress(record)
+            if record["ahead_of_clock_in_batch"]:
+                metrics.ahead.labels("speed").inc(record["ahead_of_clock_in_batch"])
             log.kv(LOG, 20, "speed batch", batch_id=record["batch_id"], rows=record["input_rows"],
                    max_event_time=record["max_event_time"], watermark=record["watermark"],
                    dropped_late=record["dropped_late"], ahead_of_clock=record["ahead_of_clock"],
@@ -269,6 +278,7 @@ class StreamingApp:
         self.locks = [CheckpointLock(self.checkpoints / f"{q}.lock") for q in QUERIES]
         self.queries: dict[str, Any] = {}
         self.state = ProgressState()
+        self.metrics = StreamMetrics()
         self._stop = threading.Event()
         self._listener = None
 
@@ -290,7 +300,7 @@ class StreamingApp:
 
         from speed_layer.store import write_partition
 
-        cfg = self.cfg
+        cfg, metrics = self.cfg, self.metrics
         counts = transform.minute_counts(transform.valid(self._source()), cfg.stream.watermark,
                                          cfg.events.ahead_tolerance_ms)
 
@@ -298,7 +308,12 @@ class StreamingApp:
             rows = batch_df.select("video_id", "event_type",
                                    F.unix_millis("bucket_start").alias("minute_ms"),
                                    "count", "watch_ms")
-            rows.foreachPartition(lambda it: write_partition(cfg, it))
+            try:
+                retries = rows.rdd.mapPartitions(lambda it: [write_partition(cfg, it)]).collect()
+            except Exception:
+                metrics.hbase_write(0, failed=True)
+                raise
+            metrics.hbase_write(sum(retries), failed=False)
             if failpoints.armed():  # after the HBase write, before Spark commits the batch
                 failpoints.failpoint("stream.speed_written", batch_id=batch_id,
                                      empty=batch_df.isEmpty())
@@ -334,7 +349,7 @@ class StreamingApp:
         from speed_layer.archive import check_sink_owner
 
         check_sink_owner(self.cfg, self.checkpoints / "archive")
-        self._listener = make_listener(self.cfg, self.state)
+        self._listener = make_listener(self.cfg, self.state, self.metrics)
         self.spark.streams.addListener(self._listener)
         self.queries["archive"] = self._start_archive()
         self.queries["dlq"] = self._start_dlq()
@@ -390,10 +405,13 @@ class StreamingApp:
                         break
                     restart_delay = min(restart_delay * 2, 30.0)
                     self.queries["speed"] = self._start_speed()
+                    self.metrics.query_state("speed", True, restarted=True)
                     continue
                 self.stop()
                 raise TallyError(f"stream: query {name} stopped: "
                                  f"{str(exc).splitlines()[0] if exc else 'without an error'}")
+            for name, q in self.queries.items():
+                self.metrics.query_state(name, q.isActive)
             if self.queries["speed"].isActive and self.queries["speed"].lastProgress:
                 restart_delay = 2.0
             if self._idle():

@@ -71,6 +71,7 @@ class HBaseSpeedStore:
         self.cfg = cfg
         self.buckets = cfg.hbase.salt_buckets
         self.retry_s = cfg.hbase.write_retry_s if retry_s is None else retry_s
+        self.retries = 0  # calls retried by this store (the stream's metrics count them)
 
     def _with_retry(self, what: str, fn):
         deadline = time.monotonic() + self.retry_s
@@ -89,6 +90,7 @@ class HBaseSpeedStore:
                     raise DependencyError("hbase", f"{what} failed after {attempt} attempts over "
                                                    f"{self.retry_s:.0f}s: {type(exc).__name__}: {exc}"
                                           ) from exc
+                self.retries += 1
                 log.kv(LOG, 30, "hbase call failed; retrying", what=what, attempt=attempt,
                        delay_s=round(delay, 2), error=type(exc).__name__)
                 time.sleep(delay * (0.5 + random.random()))
@@ -288,8 +290,9 @@ class HBaseSpeedStore:
         return DayCounters(int(c.get("dropped_late", 0)), int(c.get("ahead_of_clock", 0)))
 
 
-def write_partition(cfg: TallyConfig, rows: Iterator[Any]) -> None:
-    """foreachPartition body: the rows of one partition of a micro-batch's updated minutes."""
+def write_partition(cfg: TallyConfig, rows: Iterator[Any]) -> int:
+    """The rows of one partition of a micro-batch's updated minutes, written; returns the HBase
+    calls retried on the way."""
     store = HBaseSpeedStore(cfg)
     chunk: list[MinuteCount] = []
     for r in rows:
@@ -299,6 +302,7 @@ def write_partition(cfg: TallyConfig, rows: Iterator[Any]) -> None:
             store.write_minutes(chunk)
             chunk = []
     store.write_minutes(chunk)
+    return store.retries
 
 
 # HBase's TTL of a family kept forever (HConstants.FOREVER); a TableSpec says 0.

@@ -146,18 +146,32 @@ def cmd_archive(args: argparse.Namespace, cfg: TallyConfig) -> int:
     if args.action == "compact" and not args.date:
         raise TallyError("archive compact: --date is required")
     day = parse_day(args.date, "--date") if args.action == "compact" else None
-    spark = build_session(cfg, "tally-archive", with_jars=cfg.lake_uri.startswith("s3"))
-    try:
-        if args.action == "import":
-            from speed_layer.archive import import_files
+    if args.action == "import":
+        from speed_layer.archive import import_files
 
+        spark = build_session(cfg, "tally-archive", with_jars=cfg.lake_uri.startswith("s3"))
+        try:
             import_files(spark, cfg, args.source)
-        else:
-            from batch_layer.compact import compact_day
+        finally:
+            spark.stop()
+        return 0
+    from adapters.metrics import Timed
+    from batch_layer.compact import compact_day
 
-            compact_day(spark, cfg, day)
-    finally:
-        spark.stop()
+    with Timed(cfg, "compact") as run:
+        spark = build_session(cfg, "tally-archive", with_jars=cfg.lake_uri.startswith("s3"))
+        try:
+            manifest = compact_day(spark, cfg, day)
+        finally:
+            spark.stop()
+        run.outcome = "ok" if manifest else "nothing"
+        run.rows_in = run.rows_out = manifest["rows"] if manifest else 0
+    if args.json:
+        print(json.dumps({"command": "compact", "day": day.isoformat(),
+                          "compacted": manifest is not None,
+                          "rows": manifest["rows"] if manifest else None,
+                          "files": len(manifest["files"]) if manifest else None,
+                          "seconds": round(run.seconds, 1)}, sort_keys=True))
     return 0
 
 
@@ -201,10 +215,15 @@ def cmd_rollback(args: argparse.Namespace, cfg: TallyConfig) -> int:
     from batch_layer.catalog import Catalog
     from jobs.batch import parse_day
 
+    from adapters.metrics import Timed
+
     day = parse_day(args.date, "--date").isoformat()
     catalog = Catalog(cfg)
-    before = catalog.current(day)
-    result = catalog.rollback(day)
+    with Timed(cfg, "rollback") as run:
+        before = catalog.current(day)
+        result = catalog.rollback(day)
+        run.days_published = 1
+        run.versions = {day: result.version}
     if args.json:
         # A rolled-back day is pinned: the nightly run leaves it until it is published again.
         print(json.dumps({"command": "rollback", "day": day, "version": result.version,
@@ -311,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("-v", "--verbose", action="count", default=d(0), help="more log output")
         parser.add_argument("-q", "--quiet", action="store_true", default=d(False),
                             help="no progress lines")
+        parser.add_argument("--log-format", choices=["text", "json"], default=d(None),
+                            help="log lines as logfmt text or JSON (default log_format, or "
+                                 "TALLY_LOG_FORMAT: text)")
         return parser
 
     common = options(suppress=True)
@@ -384,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--date", help="compact: the closed UTC day, YYYY-MM-DD")
     a.add_argument("--rebuild", action="store_true",
                    help="index: derive the per-day index again from the committed files")
-    a.add_argument("--json", action="store_true", help="index: as JSON")
+    a.add_argument("--json", action="store_true",
+                   help="index: as JSON; compact: one JSON result line on stdout")
 
     b = sub.add_parser("batch", parents=[common],
                        help="the nightly run (yesterday, every closed pending day, compaction), "
@@ -461,8 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command}: unexpected arguments after '--': {' '.join(passthrough)}")
     level = "WARNING" if args.verbose == 0 else ("INFO" if args.verbose == 1 else "DEBUG")
     try:
-        log.setup(level, quiet=args.quiet)
-        cfg = load_config(args.config, overrides={"state_dir": args.state_dir})
+        log.setup(level, quiet=args.quiet, fmt=log.initial_format(args.log_format))
+        # The flag wins over log_format; the config's value applies once the config is read.
+        cfg = load_config(args.config, overrides={"state_dir": args.state_dir,
+                                                  "log_format": args.log_format})
+        log.use_format(cfg.log_format)
         return COMMANDS[args.command](args, cfg)
     except TallyError as exc:
         print(f"tally {args.command}: error: {exc}", file=sys.stderr)

@@ -89,6 +89,9 @@ def make_installation(base: TallyConfig, root: Path, unique: str, lake: str = "f
         "TALLY_SPARK__SHUFFLE_PARTITIONS": "2",
         "TALLY_HBASE__SALT_BUCKETS": "4",
         "TALLY_SPARK__JAVA_OPTIONS": SPARK_JAVA_OPTIONS,
+        # Off unless a test asks (their defaults would collide between concurrent streams).
+        "TALLY_METRICS__STREAM_PORT": "0",
+        "TALLY_STREAM__UI_PORT": "0",
     })
     if lake == "s3":
         env["TALLY_LAKE__URI"] = f"s3a://{base.lake.bucket}/t{unique}"

@@ -120,7 +120,7 @@ def test_replace_revalidates():
 
 @pytest.mark.parametrize("text,message", [
     ("[kafka]\ntopicc = 'x'\n", "kafka.topicc: unknown config key (did you mean topic?)"),
-    ("[serve]\nzzz = 1\n", "serve.zzz: unknown config key (known: allowed_hosts, api_keys,"),
+    ("[serve]\nzzz = 1\n", "serve.zzz: unknown config key (known: access_log, allowed_hosts,"),
     ("[Kafka]\ntopic = 'x'\n", "Kafka: unknown config key (did you mean kafka?)"),
     ("colour = 'red'\n", "colour: unknown config key"),
 ])
