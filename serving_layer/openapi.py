@@ -3,6 +3,12 @@
 Response bodies are closed (``additionalProperties: false``) and list what is always present
 as ``required``, so a field the app adds or drops without this document saying so fails the
 schema test (tests/integration/test_serving_schema.py).
+
+The event (``components.schemas.Event``) is derived from the contract's one definition,
+:data:`schemas.event.FIELDS`, and never stricter than its validator: what the schema refuses the
+validator refuses too (tests/unit/test_openapi.py). Some rules are beyond JSON Schema (``ts`` at
+most ``events.max_future_ms`` after the server's clock and not before 2000 as a string, the JSON
+limits, integers written without a fraction); the descriptions state them.
 """
 
 from __future__ import annotations
@@ -10,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.config import TallyConfig
+from schemas.event import (FIELDS, INT64_MAX, MAX_DEPTH, MAX_KEY_CHARS, MAX_NUMBER_CHARS, MIN_TS_MS,
+                           RFC3339, RULE_REQUIRED, RULE_TS_BEFORE, RULE_TS_FORMAT, Field, rule_enum,
+                           rule_max_len, rule_pattern, rule_range, rule_ts_future)
 from serving_layer.params import MAX_K
 
 DATE_TIME = {"type": "string", "format": "date-time"}
@@ -35,6 +44,70 @@ def _retry_after(resp: dict[str, Any]) -> dict[str, Any]:
                                                 "description": "seconds"}}}
 
 
+# The tags, in the order a reader meets them; every operation carries one.
+TAGS = [
+    {"name": "ingest", "description": "Sending events (CONTRACTS.md section 1)."},
+    {"name": "counts", "description": "Merged counts of one video per minute, hour or day: "
+                                      "batch views before the batch horizon, speed views after."},
+    {"name": "top", "description": "The videos with the most events of a type in a range."},
+    {"name": "dashboard", "description": "The page for people; it uses only this API."},
+    {"name": "ops", "description": "Liveness, readiness, metrics and this document: no key, no "
+                                   "rate limit."},
+]
+
+
+def _field_schema(f: Field, cfg: TallyConfig) -> dict[str, Any]:
+    """The JSON Schema of one field of the contract: its kind and rule, and (as the description)
+    the rule in the words the validator answers with."""
+    rules = [RULE_REQUIRED] if f.required else ["optional; null is the same as absent"]
+    if f.kind == "string":
+        s: dict[str, Any] = {"type": "string", "maxLength": f.max_len}
+        if f.pattern:
+            s.update(minLength=1, pattern=f"^{f.pattern}{{1,{f.max_len}}}$")
+            rules.append(rule_pattern(f))
+        else:
+            rules.append(rule_max_len(f))
+        if f.enum:
+            s["enum"] = list(cfg.events.types)
+            rules.append(rule_enum(cfg.events.types))
+    elif f.kind == "integer":
+        s = {"type": "integer", "minimum": f.minimum, "maximum": f.maximum}
+        rules.append(rule_range(f) + " (a JSON integer, written without a fraction or exponent)")
+    elif f.kind == "timestamp":
+        s = {"anyOf": [{"type": "string", "format": "date-time", "pattern": f"^{RFC3339}$"},
+                       {"type": "integer", "minimum": MIN_TS_MS, "maximum": INT64_MAX}]}
+        rules += [RULE_TS_FORMAT + " (an integer written without a fraction or exponent)",
+                  RULE_TS_BEFORE, rule_ts_future(cfg.events.max_future_ms) + " (the server's)"]
+    else:  # a kind the contract gained and this document does not know yet
+        raise ValueError(f"{f.name}: no JSON Schema for the field kind {f.kind!r}")
+    if not f.required:  # JSON null stands for an absent field
+        if "anyOf" in s:
+            s["anyOf"].append({"type": "null"})
+        else:
+            s["type"] = [s["type"], "null"]
+            if "enum" in s:
+                s["enum"].append(None)
+    if f.default is not None:
+        s["default"] = f.default
+    return {**s, "description": "; ".join(rules)}
+
+
+def event_schema(cfg: TallyConfig) -> dict[str, Any]:
+    """``components.schemas.Event``: one event as :data:`schemas.event.FIELDS` defines it."""
+    return {
+        "type": "object",
+        "required": [f.name for f in FIELDS if f.required],
+        "properties": {f.name: _field_schema(f, cfg) for f in FIELDS},
+        "propertyNames": {"maxLength": MAX_KEY_CHARS},
+        "description": "One event (CONTRACTS.md section 1). Other fields are allowed and kept, "
+                       "with the whole original JSON, in the raw archive. An event is JSON "
+                       f"within limits: number literals of at most {MAX_NUMBER_CHARS} "
+                       f"characters, keys of at most {MAX_KEY_CHARS}, nesting depth at most "
+                       f"{MAX_DEPTH}, no duplicate keys, no lone surrogates; breaking one is "
+                       "`event: not valid JSON`. A rejected event is answered with "
+                       "`<field>: <rule>`, the first broken rule in field order."}
+
+
 def document(cfg: TallyConfig) -> dict[str, Any]:
     s = cfg.serve
     time_param = {
@@ -44,7 +117,8 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                        "2000-01-01T00:00:00Z to 9999-12-31T00:00:00Z"}
     unavailable = _retry_after(_err("a dependency needed for the answer is down (named in "
                                     "`dependency`); see Retry-After"))
-    limited = _retry_after(_err("rate limit (per key and worker)"))
+    limited = _retry_after(_err("rate limit: serve.rate_limit_per_s per API key (or client "
+                                "address without one), shared by every worker; see Retry-After"))
     auth_read = [{"apiKey": []}] if s.api_keys and s.read_requires_key else []
     auth_write = [{"apiKey": []}] if s.api_keys else []
     event_type = {"name": "event_type", "in": "query",
@@ -115,6 +189,7 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                                 "Retry-After naming the dependency. Every endpoint but /healthz and "
                                 "/readyz answers 400 to a Host header that does not name this "
                                 "server (serve.allowed_hosts)."},
+        "tags": [dict(t) for t in TAGS],
         "components": {
             "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": {
@@ -122,18 +197,29 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                                  dependency={"enum": ["kafka", "hbase", "lake"]},
                                  rejected=rejected),
                 "Freshness": freshness,
+                "Event": event_schema(cfg),
             },
         },
         "paths": {
             "/v1/events": {"post": {
+                "operationId": "ingestEvents", "tags": ["ingest"],
                 "summary": "ingest one event or an array of events (CONTRACTS.md section 1); "
                            "answered once Kafka acknowledged every accepted one",
                 "security": auth_write,
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "oneOf": [{"type": "object"},
-                              {"type": "array", "items": {"type": "object"}, "minItems": 1,
-                               "maxItems": s.max_events}]}}},
-                    "description": f"at most {s.max_body_bytes} bytes"},
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Event"},
+                        {"type": "array", "minItems": 1, "maxItems": s.max_events,
+                         "contains": {"$ref": "#/components/schemas/Event"},
+                         "items": {"description": "an event (components.schemas.Event), "
+                                                  "judged by itself: one that breaks the "
+                                                  "contract is answered in `rejected` (its "
+                                                  "index and reason) and the others are "
+                                                  "accepted"},
+                         "description": "at least one valid Event: an array holding none is "
+                                        "a 400 listing every reason in `rejected`"}]}}},
+                    "description": f"one event, or an array of 1 to {s.max_events} events; at "
+                                   f"most {s.max_body_bytes} bytes"},
                 "responses": {
                     "202": _json(_closed(["accepted", "rejected"],
                                          accepted={"type": "integer", "minimum": 1},
@@ -147,6 +233,7 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                     "429": limited,
                     "503": unavailable}}},
             "/v1/videos/{video_id}/counts": {"get": {
+                "operationId": "getVideoCounts", "tags": ["counts"],
                 "summary": "merged counts of one video and event type per bucket",
                 "security": auth_read,
                 "parameters": [
@@ -173,6 +260,7 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                     "400": _err("a bad parameter, named"), "401": _err("no valid X-API-Key"),
                     "429": limited, "503": unavailable}}},
             "/v1/top": {"get": {
+                "operationId": "getTop", "tags": ["top"],
                 "summary": "the k videos with the most events of a type in a range",
                 "security": auth_read,
                 "parameters": [
@@ -189,21 +277,26 @@ def document(cfg: TallyConfig) -> dict[str, Any]:
                                       "when the whole range lies before the batch horizon"),
                     "400": _err("a bad parameter, named"), "401": _err("no valid X-API-Key"),
                     "429": limited, "503": unavailable}}},
-            "/": {"get": {"summary": "the dashboard page; it uses only this API",
+            "/": {"get": {"operationId": "getDashboard", "tags": ["dashboard"],
+                          "summary": "the dashboard page; it uses only this API",
                           "responses": {"200": {"description": "the page", "content": {
                               "text/html": {"schema": {"type": "string"}}}}}}},
-            "/healthz": {"get": {"summary": "liveness", "responses": {"200": _json(
+            "/healthz": {"get": {"operationId": "getHealth", "tags": ["ops"],
+                                 "summary": "liveness", "responses": {"200": _json(
                 _closed(["status", "pid"], status={"const": "ok"}, pid={"type": "integer"}),
                 "this worker is up")}}},
-            "/readyz": {"get": {"summary": "readiness of kafka, hbase and the lake, each named",
+            "/readyz": {"get": {"operationId": "getReadiness", "tags": ["ops"],
+                                "summary": "readiness of kafka, hbase and the lake, each named",
                                 "responses": {"200": _json(readiness, "all ready"),
                                               "503": _retry_after(_json(
                                                   readiness, "not ready: `error` names the "
                                                              "dependencies that are down"))}}},
-            "/metrics": {"get": {"summary": "Prometheus text format (summed over the workers)",
+            "/metrics": {"get": {"operationId": "getMetrics", "tags": ["ops"],
+                                 "summary": "Prometheus text format (summed over the workers)",
                                  "responses": {"200": {"description": "metrics", "content": {
                                      "text/plain": {"schema": {"type": "string"}}}}}}},
-            "/openapi.json": {"get": {"summary": "this document",
+            "/openapi.json": {"get": {"operationId": "getOpenApi", "tags": ["ops"],
+                                      "summary": "this document",
                                       "responses": {"200": _json({"type": "object"},
                                                                  "OpenAPI 3.1")}}},
         },
