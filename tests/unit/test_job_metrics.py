@@ -133,3 +133,42 @@ def test_promtool_accepts_both_expositions(tmp_path):
         res = subprocess.run([promtool, "check", "metrics"], input=data, capture_output=True,
                              timeout=30)
         assert res.returncode == 0, (name, res.stdout, res.stderr)
+
+
+class _Session:
+    def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("manifest", [None, {"rows": 1200, "files": [{"path": "a"}, {"path": "b"}]}])
+def test_archive_compact_prints_a_json_line_and_pushes_the_run(monkeypatch, capsys, tmp_path,
+                                                               manifest):
+    import adapters.metrics
+    import adapters.spark
+    import batch_layer.compact
+    from schemas.config import load_config
+    from tally.cli import build_parser, cmd_archive
+
+    pushed = []
+    monkeypatch.setattr(adapters.spark, "build_session", lambda *a, **k: _Session())
+    monkeypatch.setattr(batch_layer.compact, "compact_day", lambda spark, cfg, day: manifest)
+    monkeypatch.setattr(adapters.metrics, "push_run", lambda cfg, run: pushed.append(run))
+    cfg = load_config(environ={"TALLY_STATE_DIR": str(tmp_path)})
+    args = build_parser().parse_args(["archive", "compact", "--date", "2026-11-20", "--json"])
+    assert cmd_archive(args, cfg) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    got = json.loads(line)
+    assert (got["command"], got["day"], got["compacted"]) == ("compact", "2026-11-20",
+                                                             manifest is not None)
+    assert (got["rows"], got["files"]) == ((1200, 2) if manifest else (None, None))
+    (run,) = pushed
+    assert (run.command, run.outcome, run.rows_out) == \
+        ("compact", "ok" if manifest else "nothing", 1200 if manifest else 0)
+
+
+def test_the_stream_has_its_spark_ui_unless_the_port_is_0():
+    from jobs.stream import ui_conf
+    from schemas.config import load_config
+
+    assert ui_conf(load_config(environ={})) == {"spark.ui.enabled": "true", "spark.ui.port": "4040"}
+    assert ui_conf(load_config(environ={"TALLY_STREAM__UI_PORT": "0"})) == {}

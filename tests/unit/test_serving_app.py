@@ -316,10 +316,17 @@ def test_ingest_acknowledged_and_kafka_failure(setup):
         "accepted": 1, "rejected": [{"index": 1, "error": "video_id: required"}]}
     assert res._producer.flushed == 1
     assert res._producer.sent[0][0] == b"v1" and b'"new_field":1' in res._producer.sent[0][1]
+    from prometheus_client import REGISTRY
+
+    def failed() -> float:
+        return REGISTRY.get_sample_value("tally_ingest_events_total", {"outcome": "failed"})
+
+    before = failed()
     res._producer = FakeProducer(fail=True)
-    r = c.post("/v1/events", json=ev)
+    r = c.post("/v1/events", json=[ev, {**ev, "event_id": "e3"}, {"event_id": "bad"}])
     assert r.status_code == 503 and r.json["dependency"] == "kafka" and r.headers["Retry-After"]
     assert res._producer is None  # a fresh client on the next request
+    assert failed() == before + 2  # the valid events Kafka did not acknowledge
 
 
 def test_ingest_rejects_a_lone_surrogate_alone(setup):
