@@ -125,8 +125,9 @@ class StreamMetrics:
 
         with self._lock:
             self._last[name] = self.clock()
-            if event_time.get("watermark"):
-                self._watermark_s = parse_rfc3339_ms(event_time["watermark"]) / 1000
+            watermark = parse_rfc3339_ms(event_time["watermark"]) if event_time.get("watermark") else None
+            if watermark:  # Spark reports the epoch until the query has a watermark
+                self._watermark_s = watermark / 1000
             if event_time.get("max"):
                 self._max_event_s = parse_rfc3339_ms(event_time["max"]) / 1000
 

@@ -185,6 +185,9 @@ def test_every_dashboard_panel_returns_series_of_its_metric(observed):
             break
         time.sleep(2)
     assert missing == {}, missing
+    # The stream's watermark trails its events (sent just now) by about stream.watermark.
+    (delay,) = results["tally_stream_watermark_delay_seconds"]
+    assert 0 < float(delay["value"][1]) < 3600, delay
     for title, expr in queries:  # shown with -s: what each panel would draw now
         print(f"{title} | {expr} | " + "; ".join(
             f"{ {k: v for k, v in s['metric'].items() if k not in ('job', 'instance')} }="

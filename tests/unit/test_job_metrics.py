@@ -59,6 +59,11 @@ def test_partition_lag_reads_both_offset_forms():
 def test_stream_metrics_from_progress_events():
     clock = [NOW]
     m = StreamMetrics(clock=lambda: clock[0])
+    # Before its first watermark, Spark reports the epoch: no watermark, not 56 years behind.
+    first = speed_progress(6, 0)
+    first["eventTime"] = {"watermark": "1970-01-01T00:00:00.000Z"}
+    m.progress(first)
+    assert ("tally_stream_watermark_delay_seconds", ()) not in samples(m.registry)
     m.progress(speed_progress(7, 120))
     m.progress(speed_progress(8, 30))
     m.progress({"name": "archive", "batchId": 2, "numInputRows": 150, "durationMs": {},
@@ -71,19 +76,19 @@ def test_stream_metrics_from_progress_events():
     got = samples(m.registry)
     q = (("query", "speed"),)
     assert got[("tally_stream_input_rows_total", q)] == 150
-    assert got[("tally_stream_batches_total", q)] == 2
+    assert got[("tally_stream_batches_total", q)] == 3
     assert got[("tally_stream_input_rows_total", (("query", "archive"),))] == 150
     assert got[("tally_stream_input_rows_total", (("query", "dlq"),))] == 0  # present from start
     assert got[("tally_stream_processed_rows_per_second", q)] == 240.5
-    assert got[("tally_stream_batch_duration_seconds_count", q)] == 2
-    assert got[("tally_stream_batch_duration_seconds_sum", q)] == 3.0
+    assert got[("tally_stream_batch_duration_seconds_count", q)] == 3
+    assert got[("tally_stream_batch_duration_seconds_sum", q)] == 4.5
     lag = "tally_stream_kafka_lag_records"
     assert got[(lag, (("partition", "0"), ("query", "speed"), ("topic", "tally.events")))] == 30
     assert got[(lag, (("partition", "1"), ("query", "speed"), ("topic", "tally.events")))] == 0
     assert got[(lag, (("partition", "0"), ("query", "archive"), ("topic", "tally.events")))] == 40
     assert got[("tally_stream_state_rows", q)] == 950
     assert got[("tally_stream_state_memory_bytes", q)] == 42_000
-    assert got[("tally_stream_dropped_late_rows_total", q)] == 8  # 4 per batch
+    assert got[("tally_stream_dropped_late_rows_total", q)] == 12  # 4 per batch
     assert got[("tally_stream_hbase_write_retries_total", ())] == 2
     assert got[("tally_stream_hbase_write_failures_total", ())] == 1
     assert got[("tally_stream_query_restarts_total", q)] == 1
