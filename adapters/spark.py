@@ -37,7 +37,8 @@ rootLogger.appenderRef.console.ref = console
 
 
 def connector_jars(cfg: TallyConfig) -> list[str]:
-    """Jars under infra/lib/spark that pyspark does not already bundle."""
+    """Jars under infra/lib/spark that pyspark does not already bundle, and the jobs' own JVM
+    part (infra/lib/udf: the event validator)."""
     import pyspark
 
     from adapters.paths import lib_dir
@@ -45,7 +46,8 @@ def connector_jars(cfg: TallyConfig) -> list[str]:
     bundled_dir = Path(pyspark.__file__).parent / "jars"
     bundled = {_artifact(p.name) for p in bundled_dir.glob("*.jar")}
     return sorted(str(p) for p in (lib_dir(cfg) / "spark").glob("*.jar")
-                  if _artifact(p.name) not in bundled)
+                  if _artifact(p.name) not in bundled) + \
+        sorted(str(p) for p in (lib_dir(cfg) / "udf").glob("*.jar"))
 
 
 def _artifact(jar: str) -> str:

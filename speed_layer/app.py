@@ -1,6 +1,6 @@
 """The streaming application: three queries over ``tally.events``, each with its own checkpoint.
 
-* ``speed``: parse and validate (column expressions), drop copies of an ``event_id`` within the
+* ``speed``: parse and validate (the JVM validator, :mod:`schemas.event_jvm`), drop copies of an ``event_id`` within the
   watermark, count per (video, event type, UTC minute) in update mode, and write the updated
   minutes to HBase as absolute values (``foreachBatch``; a replayed batch rewrites the same cells).
 * ``archive``: every valid record, duplicates included, to the lake as Parquet through Spark's

@@ -10,16 +10,17 @@ from schemas.archive import ARCHIVE_COLUMNS, spark_schema
 from schemas.config import TallyConfig
 from schemas.counting import aggregate, counted_events
 from schemas.durations import parse_duration_ms
-from schemas.event_spark import validate_events
+from schemas.event_jvm import validate_events_jvm
 
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp")
 
 
 def parse(records: DataFrame, cfg: TallyConfig) -> DataFrame:
-    """Kafka records with the contract's columns and ``error`` (NULL when valid) added. The
-    receiving clock is the record's Kafka timestamp, so a replay decides the same way."""
-    return validate_events(records.select(*KAFKA_COLUMNS), "value", "timestamp",
-                           cfg.events.types, cfg.events.max_future_ms)
+    """Kafka records with the contract's columns and ``error`` (NULL when valid) added, by the
+    JVM validator (one call per record). The receiving clock is the record's Kafka timestamp,
+    so a replay decides the same way."""
+    return validate_events_jvm(records.select(*KAFKA_COLUMNS), "value", "timestamp",
+                               cfg.events.types, cfg.events.max_future_ms)
 
 
 def valid(parsed: DataFrame) -> DataFrame:

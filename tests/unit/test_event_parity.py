@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from schemas.event import (FIELD_NAMES, MAX_BODY_DEPTH, MAX_DEPTH, MAX_KEY_CHARS,
                            MAX_NUMBER_CHARS, EventValidator, loads_batch)
+from schemas.event_jvm import validate_events_jvm
 from schemas.event_spark import validate_events
 from tally.devstack.generator import INVALID_KINDS
 from tests.unit.bad_events import BAD, CLOCK, GOOD, GOOD_CASES
@@ -53,14 +54,22 @@ def _fuzz_cases(n: int, seed: int = 11) -> list[bytes]:
 # The three ways of answering ----------------------------------------------------------------
 
 def spark_verdicts(spark, raws: list[bytes]) -> list[tuple]:
-    """(reason, contract fields) per record, all records in one DataFrame."""
+    """(reason, contract fields) per record, all records in one DataFrame, from both Spark forms
+    of the contract — the column expressions and the JVM validator (schemas.event_jvm) — which
+    must agree on every record (and on the text they give the archive, for the valid ones)."""
     clock = dt.datetime.fromtimestamp(CLOCK / 1000, dt.timezone.utc)
     df = spark.createDataFrame([(i, bytearray(r), clock) for i, r in enumerate(raws)],
                                "i int, value binary, timestamp timestamp")
-    rows = validate_events(df).orderBy("i").collect()
-    assert len(rows) == len(raws)
-    return [(r["error"], tuple(r[f] for f in FIELD_NAMES) if r["error"] is None else None)
-            for r in rows]
+    out = []
+    for validate in (validate_events, validate_events_jvm):
+        rows = validate(df).orderBy("i").collect()
+        assert len(rows) == len(raws)
+        out.append([(r["error"], tuple(r[f] for f in FIELD_NAMES) if r["error"] is None else None,
+                     r["json"] if r["error"] is None else None) for r in rows])
+    expressions, jvm = out
+    differ = [(raw[:150], e, j) for raw, e, j in zip(raws, expressions, jvm) if e != j]
+    assert not differ, f"{len(differ)} records where the JVM validator differs, first: {differ[:3]}"
+    return [v[:2] for v in expressions]
 
 
 def python_verdict(raw: bytes) -> tuple:
