@@ -191,6 +191,15 @@ def serve_s3(argv: list[str]) -> None:
     server.main(argv)
 
 
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka's own ``Uuid.randomUuid`` makes them: URL-safe base64 of 16
+    random bytes, never starting with "-" (the storage tool would read it as an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class Stack:
     """The local stack of one state directory."""
 
@@ -262,7 +271,7 @@ class Stack:
         (kdir / "server.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         self._log4j(kdir / "log4j2.properties", "kafka")
         if not (data / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = kafka_cluster_id()
             res = subprocess.run(
                 [java_bin(), "-Xmx256m", f"-Dlog4j2.configurationFile={kdir / 'log4j2.properties'}",
                  "-cp", classpath(self.lib / "kafka"), "kafka.tools.StorageTool", "format",
