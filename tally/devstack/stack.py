@@ -77,7 +77,8 @@ rootLogger.appenderRef.file.ref = file
 def ensure_jars(cfg: TallyConfig) -> None:
     """Resolve the Java parts from Maven Central when any is missing (a no-op otherwise)."""
     lib = lib_dir(cfg)
-    wanted = {"kafka": "kafka_2.13-", "hbase": "hbase-server-", "spark": "spark-sql-kafka-"}
+    wanted = {"kafka": "kafka_2.13-", "hbase": "hbase-server-", "spark": "spark-sql-kafka-",
+              "udf": "tally-udf"}
     if all(any(p.name.startswith(prefix) for p in (lib / part).glob("*.jar"))
            for part, prefix in wanted.items()):
         return
