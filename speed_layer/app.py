@@ -33,7 +33,7 @@ from adapters import failpoints, log
 from schemas.config import TallyConfig
 from schemas.errors import TallyError
 from speed_layer import transform
-from speed_layer.metrics import StreamMetrics
+from speed_layer.metrics import StreamMetrics, partition_lag
 
 LOG = log.get("speed")
 QUERIES = ("speed", "archive", "dlq")
@@ -94,16 +94,10 @@ def _offsets(source: dict[str, Any]) -> dict[str, dict[str, int]] | None:
 
 
 def _kafka_lag(source: dict[str, Any]) -> int | None:
-    try:
-        end = json.loads(source["endOffset"]) if isinstance(source["endOffset"], str) else source["endOffset"]
-        latest = source.get("latestOffset")
-        latest = json.loads(latest) if isinstance(latest, str) else latest
-        if not latest:
-            return None
-        return sum(int(latest[t][p]) - int(end.get(t, {}).get(p, 0))
-                   for t in latest for p in latest[t])
-    except (KeyError, TypeError, ValueError):
-        return None
+    """Records of the topic behind the batch's end, summed over partitions (None when Spark did
+    not report the latest offsets)."""
+    lag = partition_lag(source)
+    return sum(lag.values()) if lag else None
 
 
 def _ms(text: Any) -> int | None:

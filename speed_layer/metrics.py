@@ -16,6 +16,7 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from adapters.metrics import add_build_info
+from schemas.event import parse_rfc3339_ms
 
 BATCH_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300)
 
@@ -121,8 +122,6 @@ class StreamMetrics:
         if ahead_in_batch:
             self.ahead.labels(name).inc(ahead_in_batch)
         event_time = p.get("eventTime") or {}
-        from schemas.event import parse_rfc3339_ms
-
         with self._lock:
             self._last[name] = self.clock()
             watermark = parse_rfc3339_ms(event_time["watermark"]) if event_time.get("watermark") else None
